@@ -1,0 +1,3 @@
+from pulmo.cli import main
+
+raise SystemExit(main())

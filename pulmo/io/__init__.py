@@ -1,0 +1,1 @@
+"""File formats at the edge of Pulmo: tables, model files, images."""

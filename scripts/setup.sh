@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Set up everything Pulmo needs on a fresh Debian machine with Python >= 3.11:
+#   - system packages: R with pROC and survival (reference tests of pulmo.stats),
+#     dicom3tools (dciodvfy, DICOM validation in the CT tests);
+#   - a virtual environment in .venv with Pulmo and its test + training extras.
+# Safe to run again: it installs only what is missing.
+# Set PULMO_SKIP_APT=1 to skip the system packages (tests that need them then skip).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+apt_packages=(r-base-core r-cran-proc r-cran-survival dicom3tools)
+if [ "${PULMO_SKIP_APT:-0}" != "1" ] && command -v apt-get >/dev/null 2>&1; then
+  missing=()
+  for p in "${apt_packages[@]}"; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup: installing system packages: ${missing[*]}"
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv"
+  "$PY" -m venv .venv
+fi
+. .venv/bin/activate
+python -m pip install -q --upgrade pip >/dev/null
+# torch: the CPU build (training extra only; prediction never imports it).
+python -c "import torch" 2>/dev/null || python -m pip install -q "torch==2.13.0" \
+  || echo "setup: PyTorch could not be installed; training tests will skip."
+python -m pip install -q -e ".[test,train]"
+echo "setup: done (activate with: . .venv/bin/activate)"
