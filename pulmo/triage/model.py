@@ -37,17 +37,23 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from pulmo.errors import ModelError
 
 FORMAT_NAME = "pulmo-triage-model"
 FORMAT_VERSION = 1
+
+_BLOCK_ROWS = 4096
+_THREADS = max(1, min(os.cpu_count() or 1, 8))
 
 _ACTIVATIONS = {
     "tanh": np.tanh,
@@ -163,15 +169,41 @@ class TriageModel:
         for member in self.ensemble:
             h = scaled
             for layer in member:
-                h = _ACTIVATIONS[layer.activation](h @ layer.weight + layer.bias)
+                h = h @ layer.weight
+                h += layer.bias
+                h = _ACTIVATIONS[layer.activation](h)
             total += h[..., 0]
         return total / len(self.ensemble)
 
     def linear_predictor(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Raw features (..., p) -> (score_dl, score_final), each of shape (...)."""
-        scaled = self.scale(raw)
-        dl = self.score_dl(scaled)
-        return dl, scaled @ self.cox_coefficients + self.cox_coefficient_dl * dl
+        """Raw features (..., p) -> (score_dl, score_final), each of shape (...).
+
+        Large inputs are evaluated in cache-sized row blocks on one thread per core
+        (numpy releases the GIL; BLAS is kept single-threaded meanwhile), several
+        times faster than whole-array temporaries, with the same numbers.
+        """
+        raw = np.asarray(raw, dtype=np.float64)
+        shape = raw.shape[:-1]
+        flat = raw.reshape(-1, raw.shape[-1])
+        n = flat.shape[0]
+        dl = np.empty(n)
+        final = np.empty(n)
+
+        def block(start: int) -> None:
+            stop = min(start + _BLOCK_ROWS, n)
+            scaled = (flat[start:stop] - self.mean) / self.sd
+            d = self.score_dl(scaled)
+            dl[start:stop] = d
+            final[start:stop] = scaled @ self.cox_coefficients + self.cox_coefficient_dl * d
+
+        starts = range(0, n, _BLOCK_ROWS)
+        if n > 4 * _BLOCK_ROWS and _THREADS > 1:
+            with threadpool_limits(1), ThreadPoolExecutor(_THREADS) as pool:
+                list(pool.map(block, starts))
+        else:
+            for s0 in starts:
+                block(s0)
+        return dl.reshape(shape), final.reshape(shape)
 
     def cumulative_hazard(self, t: np.ndarray | float) -> np.ndarray:
         """Baseline cumulative hazard H0 at time(s) t (days), right-continuous step function."""

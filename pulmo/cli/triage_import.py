@@ -1,0 +1,56 @@
+"""``pulmo triage import-model`` and ``pulmo triage model-info``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from pulmo.triage.model import TriageModel
+from pulmo.triage.published import import_published_model
+
+
+def add_command(sub) -> None:
+    p = sub.add_parser(
+        "import-model",
+        help="convert the authors' published models.zip (TensorFlow 1 checkpoints) to a Pulmo model file",
+        description=(
+            "Read the five TensorFlow 1 checkpoints and the donor table of the 2020 published "
+            "critical-illness model (models.zip, or its unpacked folder) without TensorFlow, "
+            "and write Pulmo's own model file (.pulmo-triage). The authors' artefact carries no "
+            "licence: keep the result for your own use."
+        ),
+    )
+    p.add_argument("source", help="models.zip or the folder that contains fold_0 ... fold_4")
+    p.add_argument("-o", "--output", required=True, help="model file to write (e.g. published.pulmo-triage)")
+    p.set_defaults(func=run_import)
+
+    q = sub.add_parser("model-info", help="show what a model file holds (features, provenance, metrics)")
+    q.add_argument("model", help="a .pulmo-triage file")
+    q.set_defaults(func=run_info)
+
+
+def _summary(model: TriageModel) -> dict:
+    return {
+        "features": model.features,
+        "ensemble_members": len(model.ensemble),
+        "layers": [[list(layer.weight.shape) + [layer.activation] for layer in m] for m in model.ensemble][:1],
+        "horizons_days": list(model.horizons),
+        "risk": {"horizon": model.risk_horizon, "low_max": model.risk_low_max, "high_min": model.risk_high_min},
+        "donors": None if model.donors is None else int(model.donors.shape[0]),
+        "provenance": model.provenance,
+        "metrics": model.metrics,
+    }
+
+
+def run_import(args: argparse.Namespace) -> int:
+    model = import_published_model(args.source)
+    model.save(args.output)
+    print(f"pulmo: wrote {args.output}: {len(model.ensemble)} ensemble members, "
+          f"{model.donors.shape[0]} donor rows, features {', '.join(model.features)}", file=sys.stderr)
+    return 0
+
+
+def run_info(args: argparse.Namespace) -> int:
+    print(json.dumps(_summary(TriageModel.load(args.model)), indent=2))
+    return 0

@@ -1,0 +1,88 @@
+"""``pulmo triage predict``: score a CSV of admission data."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from pulmo import DISCLAIMER
+from pulmo.errors import InputError
+from pulmo.io.atomic import atomic_path
+from pulmo.io.tables import read_table
+from pulmo.triage.model import TriageModel
+from pulmo.triage.predict import TriagePredictor
+
+MODEL_ENV = "PULMO_TRIAGE_MODEL"
+
+
+def add_command(sub) -> None:
+    p = sub.add_parser(
+        "predict",
+        help="probability of critical illness within 5/10/30 days for each patient of a CSV",
+        description=(
+            "Score every row of a CSV of admission data. Columns: the ten features under Pulmo's "
+            "names (xray_abnormality, dyspnea, comorbidities, malignancy, copd, age, nlr, ldh, "
+            "direct_bilirubin, creatine_kinase) or the original tool's (X.ray.abnormality, "
+            "Lactate.dehydrogenase, ...); also accepted: direct_bilirubin_mg_dl, ldh_ukat_l, "
+            "creatine_kinase_ukat_l, neutrophils + lymphocytes (for NLR) and comorbidity_list. "
+            "An empty cell is imputed (multiple imputation, median and interval over M draws); "
+            "rows missing more than 3 features are refused. Output: the input columns plus "
+            "score_dl, score_final, prob_critical_{5,10,30}d (+ _low/_high), risk_group, "
+            "imputed, n_imputations, warnings and error. Exit status 0: all rows scored; "
+            "1: some rows failed (see the error column); 2: unusable input. " + DISCLAIMER
+        ),
+    )
+    p.add_argument("input", help="CSV file (UTF-8/UTF-16/Latin-1; comma, semicolon or tab separated)")
+    p.add_argument("--model", help=f"model file from 'pulmo triage import-model' or 'train' "
+                   f"(default: ${MODEL_ENV})")
+    p.add_argument("-o", "--output", help="output file (default: standard output)")
+    p.add_argument("--json", action="store_true", help="write JSON records instead of CSV")
+    p.add_argument("--strict", action="store_true", help="fail without writing anything if any row is invalid")
+    p.add_argument("--imputations", type=int, default=20, metavar="M", help="imputations per incomplete row (default 20)")
+    p.add_argument("--seed", type=int, default=2020, help="imputation seed (default 2020)")
+    p.add_argument("--interval", type=float, default=0.90, help="central interval over imputations (default 0.90)")
+    p.add_argument("--explain", action="store_true", help="add each feature's contribution to score_final (contrib_*)")
+    p.set_defaults(func=run)
+
+
+def load_model_arg(path: str | None) -> TriageModel:
+    path = path or os.environ.get(MODEL_ENV)
+    if not path:
+        raise InputError(f"no model given: pass --model MODEL_FILE or set ${MODEL_ENV} "
+                         "(create one with 'pulmo triage import-model models.zip -o MODEL_FILE').")
+    return TriageModel.load(path)
+
+
+def run(args: argparse.Namespace) -> int:
+    model = load_model_arg(args.model)
+    if args.output and Path(args.output).resolve() == Path(args.input).resolve():
+        raise InputError("the output file would overwrite the input file; choose another name.")
+    table, _ = read_table(args.input)
+    predictor = TriagePredictor(model, n_imputations=args.imputations, seed=args.seed,
+                                interval=args.interval, explain=args.explain)
+    result = predictor.predict(table)
+    failed = result["error"] != ""
+    for msg in result.loc[failed, "error"].head(20):
+        print(f"pulmo: {msg}", file=sys.stderr)
+    if failed.sum() > 20:
+        print(f"pulmo: ... and {failed.sum() - 20} more rows with errors", file=sys.stderr)
+    if args.strict and failed.any():
+        print(f"pulmo: error: {int(failed.sum())} of {len(result)} rows are invalid; nothing written (--strict).",
+              file=sys.stderr)
+        return 1
+    text = (result.to_json(orient="records", indent=1, force_ascii=False) if args.json
+            else result.to_csv(index=False, float_format="%.10g"))
+    if args.output:
+        with atomic_path(args.output) as tmp:
+            tmp.write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    n_imp = int((result["n_imputations"] > 0).sum())
+    print(f"pulmo: {len(result) - int(failed.sum())} of {len(result)} rows scored "
+          f"({n_imp} with imputed values), {int(failed.sum())} failed. {DISCLAIMER}", file=sys.stderr)
+    return 1 if failed.any() else 0
