@@ -1,21 +1,10 @@
-"""Shared test fixtures: where the ../shared data lives, and a skip when it is absent."""
+"""Shared fixtures. Helpers for ../shared data live in ``shared_data.py``."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
-
-
-def shared_path(*parts: str) -> Path:
-    """Path under ../shared/data; skips the calling test with a reason when it is absent."""
-    path = SHARED_DATA.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"shared test data not available: {path} (see ../shared/README.md)")
-    return path
+from shared_data import REPO, SHARED_DATA, shared_path  # noqa: F401  (re-exported)
 
 
 @pytest.fixture
