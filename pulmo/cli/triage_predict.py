@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
-
-import numpy as np
 
 from pulmo import DISCLAIMER
 from pulmo.errors import InputError
@@ -66,6 +63,9 @@ def run(args: argparse.Namespace) -> int:
     predictor = TriagePredictor(model, n_imputations=args.imputations, seed=args.seed,
                                 interval=args.interval, explain=args.explain)
     result = predictor.predict(table)
+    if result.attrs.get("unknown_columns"):
+        print("pulmo: note: columns not used by the model (kept in the output): "
+              + ", ".join(result.attrs["unknown_columns"]), file=sys.stderr)
     failed = result["error"] != ""
     for msg in result.loc[failed, "error"].head(20):
         print(f"pulmo: {msg}", file=sys.stderr)

@@ -234,6 +234,8 @@ class TriagePredictor:
                 out[f"contrib_{f}"] = contrib[:, j]
         out["warnings"] = ["; ".join(w) for w in parsed.warnings]
         out["error"] = ["; ".join(e) for e in parsed.errors]
+        out.attrs["unknown_columns"] = list(parsed.unknown_columns)
+        out.attrs["feature_columns"] = dict(parsed.columns)
         return out
 
     def _contributions(self, X: np.ndarray, res: dict) -> np.ndarray:

@@ -91,6 +91,7 @@ def test_encodings_and_semicolons(tmp_path, model, encoding):
     assert r.returncode == 0, r.stderr
     df = pd.read_csv(out)
     assert df.loc[0, "comment"] == "Patient from Zürich"
+    assert "columns not used by the model (kept in the output): comment" in r.stderr
     assert df.loc[0, "nlr"] == 4.2
 
 
