@@ -31,15 +31,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"pulmo {__version__}")
     parser.add_argument("--debug", action="store_true", help="show a full traceback on internal errors")
     sub = parser.add_subparsers(dest="group", metavar="COMMAND")
-    for name in GROUPS:
-        try:
-            module = importlib.import_module(f"pulmo.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"pulmo.cli.{name}":
-                continue
-            raise
+    for module in optional_modules(GROUPS):
         module.register(sub)
     return parser
+
+
+def optional_modules(names):
+    """Import ``pulmo.cli.NAME`` for each name, skipping modules that are not installed."""
+    for name in names:
+        try:
+            yield importlib.import_module(f"pulmo.cli.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"pulmo.cli.{name}":
+                raise
 
 
 def main(argv: list[str] | None = None) -> int:

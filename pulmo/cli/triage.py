@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
-
-from pulmo.cli import add_group
+from pulmo.cli import add_group, optional_modules
 
 # Sub-command modules; each exposes ``add_command(subparsers)``.
 _COMMANDS = ("triage_predict", "triage_import", "triage_score", "triage_train")
@@ -17,11 +15,5 @@ def register(subparsers) -> None:
         "Clinical triage: probability of critical illness (ICU, ventilation or death) "
         "within 5/10/30 days from admission data, and classic clinical scores.",
     )
-    for name in _COMMANDS:
-        try:
-            module = importlib.import_module(f"pulmo.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"pulmo.cli.{name}":
-                continue
-            raise
+    for module in optional_modules(_COMMANDS):
         module.add_command(sub)
