@@ -1,0 +1,117 @@
+"""Benchmark of the chest-CT pipeline: DICOM on disk -> every output.
+
+Builds a 300-slice 512x512 series from ../shared/data/ct/lidc-idri-0001 (133
+slices, resampled linearly along z and written as a temporary DICOM series), then
+runs ``pulmo ct analyze`` in a fresh process per measurement and prints per-stage
+times and the peak resident memory. Also measures a batch of studies with and
+without loading overlapped with computing.
+
+    python benchmarks/bench_ct.py [--slices 300] [--batch 3] [--keep DIR]
+
+Targets (issue): <= 10 s and <= 2 GB peak for the 300-slice case on 2 CPU cores.
+Nothing derived from the shared data is written inside the repository.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.uid import generate_uid
+
+REPO = Path(__file__).resolve().parents[1]
+LIDC = REPO.parent / "shared" / "data" / "ct" / "lidc-idri-0001"
+
+
+def build_series(n_slices: int, dest: Path) -> Path:
+    files = sorted(LIDC.glob("*.dcm"))
+    dss = sorted((pydicom.dcmread(f) for f in files), key=lambda d: float(d.ImagePositionPatient[2]))
+    z = np.array([float(d.ImagePositionPatient[2]) for d in dss])
+    stack = np.stack([d.pixel_array for d in dss]).astype(np.float32)
+    target = np.linspace(z[0], z[-1], n_slices)
+    series_uid, dz = generate_uid(), (z[-1] - z[0]) / (n_slices - 1)
+    dest.mkdir(parents=True, exist_ok=True)
+    for k, t in enumerate(target):
+        i = int(np.clip(np.searchsorted(z, t) - 1, 0, len(z) - 2))
+        w = (t - z[i]) / (z[i + 1] - z[i])
+        img = np.round(stack[i] * (1 - w) + stack[i + 1] * w).astype(dss[0].pixel_array.dtype)
+        ds = dss[i].copy()
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds.SeriesInstanceUID = series_uid
+        ds.InstanceNumber = k + 1
+        ds.ImagePositionPatient = [float(v) for v in ds.ImagePositionPatient[:2]] + [float(t)]
+        ds.SliceThickness = round(dz, 3)
+        ds.PixelData = img.tobytes()
+        ds.save_as(dest / f"s{k:04d}.dcm")
+    return dest
+
+
+CHILD = r"""
+import json, resource, sys, time
+t0 = time.perf_counter()
+from pulmo.ct.pipeline import analyze_path, analyze_batch
+t_import = time.perf_counter() - t0
+mode, src, out = sys.argv[1], sys.argv[2], sys.argv[3]
+t1 = time.perf_counter()
+if mode == "single":
+    res = analyze_path(src, out)
+    timings = res["timings_s"]
+else:
+    rows = analyze_batch(src, out, prefetch=(mode == "batch-overlap"), show_progress=False)
+    timings = {"cases": len(rows), "failed": sum(r["status"] != "ok" for r in rows)}
+wall = time.perf_counter() - t1
+print(json.dumps({"wall_s": round(wall, 2), "import_s": round(t_import, 2), "timings": timings,
+                  "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}))
+"""
+
+
+def run_child(mode: str, src: Path, out: Path) -> dict:
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    res = subprocess.run([sys.executable, "-c", CHILD, mode, str(src), str(out)], capture_output=True, text=True,
+                         env=env, check=True)
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--slices", type=int, default=300)
+    ap.add_argument("--batch", type=int, default=3, help="studies in the batch measurement (0: skip)")
+    ap.add_argument("--keep", help="build the series here (outside the repository) and keep it")
+    args = ap.parse_args()
+    if not LIDC.is_dir():
+        print(f"shared data not available: {LIDC}", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory(prefix="pulmo-bench-") as tmp:
+        tmp = Path(args.keep) if args.keep else Path(tmp)
+        t = time.perf_counter()
+        series = build_series(args.slices, tmp / "study")
+        print(f"built {args.slices}-slice series in {time.perf_counter() - t:.1f} s ({series})")
+        for label, src in (("lidc-idri-0001 (133 slices)", LIDC), (f"{args.slices}-slice series", series)):
+            r = run_child("single", src, tmp / "out")
+            print(f"\n== {label}: {r['wall_s']:.2f} s from DICOM on disk to every output "
+                  f"(+{r['import_s']:.2f} s imports), peak RSS {r['peak_rss_mb']:.0f} MB")
+            for stage, sec in r["timings"].items():
+                print(f"   {stage:<12s} {sec:6.2f} s")
+        if args.batch:
+            root = tmp / "batch"
+            root.mkdir(exist_ok=True)
+            for i in range(args.batch):
+                (root / f"case{i}").symlink_to(series, target_is_directory=True)
+            for mode in ("batch-sequential", "batch-overlap"):
+                r = run_child(mode, root, tmp / mode)
+                print(f"\n== {mode}: {args.batch} studies in {r['wall_s']:.2f} s "
+                      f"({r['wall_s'] / args.batch:.2f} s/study), peak RSS {r['peak_rss_mb']:.0f} MB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,143 @@
+"""``pulmo ct ...``: chest-CT analysis commands (analyze, segment, series)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from pulmo.cli import add_group
+
+
+def _add_common(p, segment_only: bool) -> None:
+    p.add_argument("input", help="DICOM folder or zip, NIfTI/NRRD/MHA file, PNG/JPG image; with --batch a folder of studies")
+    p.add_argument("-o", "--output", required=True, help="output folder (replaced atomically when complete)")
+    p.add_argument("--batch", action="store_true", help="INPUT is a folder of studies (sub-folders, zips, files); "
+                   "writes OUTPUT/<study>/ and OUTPUT/summary.csv")
+    p.add_argument("--series", help="SeriesInstanceUID to analyse when a folder holds several (see 'pulmo ct series')")
+    p.add_argument("--no-hu", action="store_true", help="treat the input as 8-bit images, not Hounsfield units")
+    p.add_argument("--max-file-mb", type=float, default=1024.0, help="refuse any file larger than this (default 1024)")
+    p.add_argument("--rescale-intercept", type=float, help="intercept for DICOM images that lack rescale tags")
+    p.add_argument("--rescale-slope", type=float, help="slope for DICOM images that lack rescale tags")
+    p.add_argument("--lung-model", help="ONNX lung model (default: $PULMO_CT_MODELS/lungs.onnx if present)")
+    p.add_argument("--lobe-model", help="ONNX lobe model (default: $PULMO_CT_MODELS/lobes.onnx if present)")
+    p.add_argument("--lesion-model", help="ONNX lesion model (default: $PULMO_CT_MODELS/lesions.onnx if present)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    if not segment_only:
+        p.add_argument("--json", action="store_true", help="print results.json to standard output")
+        p.add_argument("--no-dicom", action="store_true", help="skip DICOM SEG/SR/SC outputs")
+        p.add_argument("--ggo-hu", type=float, nargs=2, metavar=("LO", "HI"), default=(-750.0, -300.0),
+                       help="ground-glass band in HU (default -750 -300)")
+        p.add_argument("--consolidation-hu", type=float, nargs=2, metavar=("LO", "HI"), default=(-300.0, 100.0),
+                       help="consolidation band in HU (default -300 100)")
+        p.add_argument("--pneumonia-threshold", type=float, default=10.0,
+                       help="percent of lung involved at which the pneumonia flag is set (default 10)")
+
+
+def register(subparsers) -> None:
+    sub = add_group(subparsers, "ct", "Chest-CT analysis: lungs, lesions (ground glass, consolidation), "
+                    "per-region quantification, severity score, report and DICOM results.")
+    p = sub.add_parser("analyze", help="full analysis: masks, results.json, report.html, DICOM SEG/SR/SC",
+                       description="Analyse a chest CT. Writes results.json, lungs/lesions/regions.nii.gz "
+                       "(input geometry), report.html and, from DICOM, SEG + TID 1500 SR + Secondary Capture.")
+    _add_common(p, segment_only=False)
+    p.set_defaults(func=_analyze)
+    p = sub.add_parser("segment", help="fast path: only lungs/lesions/regions masks",
+                       description="Write only lungs.nii.gz, lesions.nii.gz and regions.nii.gz (and results.json).")
+    _add_common(p, segment_only=True)
+    p.set_defaults(func=_segment)
+    p = sub.add_parser("series", help="list the series in a DICOM folder or zip")
+    p.add_argument("input")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_series)
+
+
+def _options(args):
+    from pulmo.ct.io import LoadOptions
+    from pulmo.ct.pipeline import AnalysisOptions
+    from pulmo.errors import InputError
+
+    if args.max_file_mb <= 0:
+        raise InputError("--max-file-mb must be positive")
+    opts = AnalysisOptions(load=LoadOptions(
+        max_file_bytes=int(args.max_file_mb * 2**20), series_uid=args.series, no_hu=args.no_hu,
+        rescale_slope=args.rescale_slope, rescale_intercept=args.rescale_intercept),
+        lung_model=args.lung_model, lobe_model=args.lobe_model, lesion_model=args.lesion_model)
+    if hasattr(args, "ggo_hu"):
+        lo, hi = args.ggo_hu
+        clo, chi = args.consolidation_hu
+        if not (lo < hi and clo < chi):
+            raise InputError("HU bands must be given as LO HI with LO < HI")
+        opts.lesions.ggo_hu, opts.lesions.consolidation_hu = (lo, hi), (clo, chi)
+        opts.score.pneumonia_threshold_pct = args.pneumonia_threshold
+        opts.write_dicom = not args.no_dicom
+    return opts
+
+
+def _run(args, segment_only: bool) -> int:
+    import warnings
+
+    from tqdm import tqdm
+
+    # pydicom/highdicom warn about harmless quirks of real-world headers; results.json carries ours.
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"(pydicom|highdicom)\b.*")
+
+    from pulmo.ct.pipeline import analyze_batch, analyze_path
+
+    opts = _options(args)
+    if args.batch:
+        rows = analyze_batch(args.input, args.output, opts, segment_only, show_progress=not args.no_progress)
+        failed = [r for r in rows if r["status"] != "ok"]
+        print(f"{len(rows) - len(failed)} of {len(rows)} studies analysed; summary: {Path(args.output) / 'summary.csv'}",
+              file=sys.stderr)
+        for r in failed:
+            print(f"  {r['case']}: {r['error']}", file=sys.stderr)
+        return 1 if failed else 0
+    with tqdm(total=10 if not segment_only else 5, desc="pulmo ct", unit="stage", file=sys.stderr,
+              disable=True if args.no_progress else None, leave=False) as bar:
+        results = analyze_path(args.input, args.output, opts, segment_only, progress=bar)
+    if getattr(args, "json", False):
+        print(json.dumps(results, indent=2, default=str))
+    else:
+        _print_summary(results, args.output)
+    return 0
+
+
+def _print_summary(results: dict, outdir) -> None:
+    print(f"outputs written to {outdir}: {', '.join(results.get('outputs', []))}")
+    for w in results.get("warnings", []):
+        print(f"warning [{w['code']}]: {w['message']}")
+    q = results.get("quantification")
+    if q:
+        t = q["lungs"]["total"]
+        print(f"lungs: right {q['lungs']['right']['volume_ml']:.0f} mL, left {q['lungs']['left']['volume_ml']:.0f} mL; "
+              f"involved {t['percent_involved']:.1f} % (GGO {t['ggo_ml']:.0f} mL, consolidation {t['consolidation_ml']:.0f} mL)")
+        if results.get("assessable"):
+            print(f"{q['severity']['name']}: {q['severity']['value']}/{q['severity']['max']}; pneumonia flag: "
+                  f"{'POSITIVE' if q['pneumonia']['flag'] else 'negative'} "
+                  f"(score {q['pneumonia']['score']:.1f} %, threshold {q['pneumonia']['threshold']:.1f} %)")
+        else:
+            print("not assessable: no severity score or pneumonia flag (see warnings)")
+
+
+def _analyze(args) -> int:
+    return _run(args, segment_only=False)
+
+
+def _segment(args) -> int:
+    return _run(args, segment_only=True)
+
+
+def _series(args) -> int:
+    from pulmo.ct.io import list_series
+
+    rows = list_series(args.input)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for r in rows:
+        flag = "eligible" if r["eligible"] else f"not eligible: {r['reason']}"
+        print(f"{r['series_uid'] or '(no SeriesInstanceUID)'}  {r['modality']}  {r['images']} images  "
+              f"{r['orientation']}  {r['matrix']}  thickness {r['slice_thickness_mm']}  "
+              f"'{r['description']}'  [{flag}]")
+    return 0

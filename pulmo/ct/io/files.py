@@ -1,0 +1,127 @@
+"""Non-DICOM inputs: NIfTI / NRRD / MHA volumes (SimpleITK), 2D PNG/JPG images, zip archives."""
+
+from __future__ import annotations
+
+import shutil
+import stat
+import zipfile
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import SimpleITK as sitk
+from PIL import Image
+
+from pulmo.ct.io.options import LoadOptions
+from pulmo.ct.volume import CTVolume, Geometry, canonicalise, warning
+from pulmo.errors import InputError
+
+VOLUME_SUFFIXES = {".nii": "nifti", ".nii.gz": "nifti", ".nrrd": "nrrd", ".nhdr": "nrrd", ".mha": "mha", ".mhd": "mha"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+
+
+def suffix_of(path: Path) -> str:
+    name = path.name.lower()
+    if name.endswith(".nii.gz"):
+        return ".nii.gz"
+    return path.suffix.lower()
+
+
+def check_size(path: Path, options: LoadOptions) -> None:
+    size = path.stat().st_size
+    if size > options.max_file_bytes:
+        raise InputError(f"{path.name}: file is {size / 2**20:.0f} MiB, over the limit of "
+                         f"{options.max_file_bytes / 2**20:.0f} MiB (raise it with --max-file-mb)")
+
+
+def load_volume_file(path: Path, options: LoadOptions) -> CTVolume:
+    """NIfTI/NRRD/MHA through SimpleITK (NIfTI scl_slope/inter are applied by the reader)."""
+    check_size(path, options)
+    try:
+        img = sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        msg = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{path.name}: cannot read the image ({msg}); the file may be truncated or corrupt") from exc
+    if img.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(f"{path.name}: a colour/vector image is not a CT volume")
+    if img.GetDimension() == 2:
+        img = sitk.JoinSeries(img)
+    if img.GetDimension() != 3:
+        raise InputError(f"{path.name}: expected a 3D volume, got {img.GetDimension()} dimensions")
+    img = sitk.Cast(img, sitk.sitkFloat32)
+    native = Geometry.of(img)
+    canon, exact = canonicalise(img)
+    arr = sitk.GetArrayFromImage(canon)
+    warnings = []
+    if not exact:
+        warnings.append(warning("oblique", "the volume is oblique; it was resampled onto an LPS-aligned grid"))
+    kind = VOLUME_SUFFIXES.get(suffix_of(path), "volume")
+    vol = CTVolume(array=arr, spacing=tuple(canon.GetSpacing()[::-1]), origin=tuple(canon.GetOrigin()), is_hu=True,
+                   native=native, native_exact=exact, source=str(path), kind=kind, warnings=warnings,
+                   meta={"modality": "CT (assumed)", "slice_thickness_mm": float(canon.GetSpacing()[2])})
+    check_hu(vol, path.name)
+    np.clip(vol.array, -1024, 3071, out=vol.array)
+    return vol
+
+
+def check_hu(vol: CTVolume, name: str) -> None:
+    """Refuse volumes whose values cannot be Hounsfield units (MR, normalised exports)."""
+    a = vol.array
+    sample = a[:: max(1, a.shape[0] // 16), ::4, ::4]
+    lo, hi = float(sample.min()), float(np.percentile(sample, 99.5))
+    if lo > -500:
+        raise InputError(
+            f"{name}: the values (minimum {lo:.0f}) are not Hounsfield units of a CT with air in view; "
+            "this looks like an MR, a normalised export or a crop without air. Pulmo's CT analysis needs HU")
+    if hi > 10000:
+        raise InputError(f"{name}: values up to {hi:.0f} are not Hounsfield units")
+
+
+def load_image(path: Path, options: LoadOptions) -> CTVolume:
+    """A 2D 8-bit image (PNG/JPG) as a one-slice volume of grey levels (not HU)."""
+    check_size(path, options)
+    try:
+        with Image.open(path) as im:
+            im.load()
+            grey = np.asarray(im.convert("L"), dtype=np.uint8)
+    except Exception as exc:  # noqa: BLE001
+        raise InputError(f"{path.name}: cannot read the image ({type(exc).__name__}: {exc})") from exc
+    return CTVolume(array=grey[None].copy(), spacing=(1.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0), is_hu=False,
+                    native=None, source=str(path), kind="image",
+                    meta={"modality": "image (8-bit, not HU)", "size": [int(grey.shape[1]), int(grey.shape[0])]})
+
+
+def safe_extract(zip_path: Path, dest: Path, options: LoadOptions) -> None:
+    """Extract ``zip_path`` into ``dest`` refusing path traversal, links and oversized members."""
+    check_size(zip_path, options)
+    try:
+        zf = zipfile.ZipFile(zip_path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise InputError(f"{zip_path.name}: not a readable zip archive ({exc})") from exc
+    with zf:
+        total = 0
+        members = zf.infolist()
+        for m in members:
+            name = m.filename
+            parts = PurePosixPath(name.replace("\\", "/")).parts
+            if name.startswith(("/", "\\")) or ".." in parts or (parts and ":" in parts[0]):
+                raise InputError(f"{zip_path.name}: refused, member '{name}' would be written outside the "
+                                 "extraction folder (path traversal)")
+            if stat.S_ISLNK(m.external_attr >> 16):
+                raise InputError(f"{zip_path.name}: refused, member '{name}' is a symbolic link")
+            if m.file_size > options.max_file_bytes:
+                raise InputError(f"{zip_path.name}: member '{name}' is {m.file_size / 2**20:.0f} MiB, over the "
+                                 f"limit of {options.max_file_bytes / 2**20:.0f} MiB")
+            total += m.file_size
+        if total > options.max_total_bytes:
+            raise InputError(f"{zip_path.name}: unpacks to {total / 2**30:.1f} GiB, over the limit of "
+                             f"{options.max_total_bytes / 2**30:.1f} GiB")
+        for m in members:
+            if m.is_dir():
+                continue
+            target = dest.joinpath(*PurePosixPath(m.filename.replace("\\", "/")).parts)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                with zf.open(m) as src, open(target, "wb") as out:
+                    shutil.copyfileobj(src, out, 1 << 20)
+            except (zipfile.BadZipFile, EOFError, OSError) as exc:
+                raise InputError(f"{zip_path.name}: member '{m.filename}' is corrupt ({exc})") from exc

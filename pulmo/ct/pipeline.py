@@ -1,0 +1,394 @@
+"""Service layer: load -> segment -> regions -> lesions -> quantify -> write outputs.
+
+``analyze_path`` handles one study (DICOM folder/zip, NIfTI/NRRD/MHA, PNG/JPG);
+``analyze_batch`` a folder of studies with a summary CSV, loading the next
+study in a background thread while the current one is computed.
+
+Outputs are written into a staging folder next to the target and renamed onto
+it only when everything succeeded, so bad input never leaves a half-written
+output folder.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import json
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+from PIL import Image
+
+from pulmo import DISCLAIMER, __version__
+from pulmo.ct import LESION_LABELS, LOBE_LABELS, LUNG_LABELS, SCHEMA_VERSION, ZONE_LABELS
+from pulmo.ct.io import LoadOptions, load
+from pulmo.ct.io.files import IMAGE_SUFFIXES, VOLUME_SUFFIXES, suffix_of
+from pulmo.ct.quantify import ScoreParams, quality_warnings, quantify
+from pulmo.ct.segment.lesions import LesionParams, segment_lesions
+from pulmo.ct.segment.lungs import LungParams, segment_lungs
+from pulmo.ct.segment.models import find_model
+from pulmo.ct.segment.regions import restrict_lobes, zones
+from pulmo.ct.volume import CTVolume, warning
+from pulmo.errors import InputError, PulmoError
+
+CONVENTIONS = {
+    "physical": "LPS (DICOM/ITK): +x patient left, +y posterior, +z superior, mm",
+    "arrays": "internal arrays (z, y, x): z inferior->superior, y anterior->posterior, x patient right->left",
+    "nifti_outputs": "label maps on the input's grid (DICOM: the slice stack sorted by position; "
+                     "resampled uniform grid when slices were missing, uneven or tilted)",
+}
+
+
+@dataclass
+class AnalysisOptions:
+    load: LoadOptions = field(default_factory=LoadOptions)
+    lungs: LungParams = field(default_factory=LungParams)
+    lesions: LesionParams = field(default_factory=LesionParams)
+    score: ScoreParams = field(default_factory=ScoreParams)
+    lung_model: str | None = None
+    lobe_model: str | None = None
+    lesion_model: str | None = None
+    write_dicom: bool = True
+    write_report: bool = True
+    nifti_compression: int = 1
+
+
+@dataclass
+class Case:
+    vol: CTVolume
+    lungs: np.ndarray
+    lesions: np.ndarray | None
+    regions: np.ndarray | None
+    region_kind: str
+    results: dict
+    timings: dict
+
+
+class _Timer:
+    def __init__(self, timings: dict, progress=None):
+        self.timings, self.progress = timings, progress
+
+    @contextmanager
+    def __call__(self, name: str):
+        if self.progress is not None:
+            self.progress.set_description(name)
+        t0 = time.perf_counter()
+        yield
+        self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - t0, 3)
+        if self.progress is not None:
+            self.progress.update(1)
+
+
+# ----------------------------------------------------------------------------- computing
+def compute(vol: CTVolume, options: AnalysisOptions, segment_only: bool = False, timings=None, progress=None) -> Case:
+    """Segment (and, unless ``segment_only``, quantify) a loaded volume."""
+    timings = {} if timings is None else timings
+    stage = _Timer(timings, progress)
+    methods = {}
+    with stage("lungs"):
+        lung_model = find_model("lungs", options.lung_model)
+        if not vol.is_hu and lung_model is None:
+            raise InputError(
+                "this is an 8-bit image, not a CT in Hounsfield units: HU thresholds mean nothing here, and the "
+                "2D path needs learned lung and lesion models (none is installed; pass --lung-model/--lesion-model "
+                "or set PULMO_CT_MODELS)")
+        few = vol.shape[0] < options.lungs.few_slices
+        if lung_model is not None:
+            lungs = lung_model.predict(vol.array)
+            lungs[lungs > 2] = 0
+            methods["lungs"] = f"model {lung_model.path.name} ({lung_model.version})"
+            info = {}
+        else:
+            res = segment_lungs(vol.array, vol.spacing, options.lungs)
+            lungs, info = res.labels, res.info
+            methods["lungs"] = "classical (threshold, airway removal, component analysis, consolidation recovery)"
+    if not lungs.any():
+        raise InputError(f"{Path(vol.source).name}: no lungs found in this image; is it a chest CT?")
+    lesions = regions = None
+    region_kind = "zones"
+    if True:  # regions and lesions are part of both analyze and segment
+        with stage("regions"):
+            lobe_model = find_model("lobes", options.lobe_model) if vol.is_hu else None
+            if lobe_model is not None:
+                regions = restrict_lobes(lobe_model.predict(vol.array), lungs)
+                region_kind = "lobes"
+                methods["regions"] = f"lobe model {lobe_model.path.name} ({lobe_model.version})"
+            else:
+                regions = zones(lungs)
+                methods["regions"] = "zones: upper/middle/lower third of each lung's height"
+        with stage("lesions"):
+            lesion_model = find_model("lesions", options.lesion_model)
+            if lesion_model is not None:
+                lesions = lesion_model.predict(vol.array)
+                lesions[(lungs == 0) | (lesions > 2)] = 0
+                methods["lesions"] = f"model {lesion_model.path.name} ({lesion_model.version})"
+            elif vol.is_hu:
+                lesions = segment_lesions(vol.array, lungs, vol.spacing, options.lesions)
+                methods["lesions"] = (f"density bands GGO {options.lesions.ggo_hu} HU, consolidation "
+                                      f"{options.lesions.consolidation_hu} HU, vessel suppression")
+            else:
+                raise InputError("8-bit images need a learned lesion model (none installed); "
+                                 "pass --lesion-model or set PULMO_CT_MODELS")
+    results = _base_results(vol, methods, info, region_kind)
+    if not segment_only:
+        with stage("quantify"):
+            warns, assessable = quality_warnings(vol, lungs, few) if vol.is_hu else ([], True)
+            q = quantify(vol.array, lungs, lesions, regions, region_kind, vol.spacing, options.score)
+            if not assessable:
+                q["severity"]["value"] = None
+                q["pneumonia"]["flag"] = None
+            results["warnings"] = vol.warnings + warns
+            results["assessable"] = assessable
+            results["quantification"] = q
+    else:
+        results["warnings"] = list(vol.warnings)
+    return Case(vol, lungs, lesions, regions, region_kind, results, timings)
+
+
+def _base_results(vol: CTVolume, methods: dict, info: dict, region_kind: str) -> dict:
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "pulmo_version": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "disclaimer": DISCLAIMER,
+        "input": {
+            "source": vol.source, "kind": vol.kind, "is_hu": vol.is_hu,
+            "shape_zyx": list(vol.shape), "spacing_zyx_mm": [round(float(s), 4) for s in vol.spacing],
+            "origin_lps_mm": [round(float(o), 3) for o in vol.origin],
+            **{k: v for k, v in vol.meta.items() if k != "other_series"},
+            "other_series": vol.meta.get("other_series", []),
+        },
+        "conventions": CONVENTIONS,
+        "labels": {"lungs": LUNG_LABELS, "lesions": LESION_LABELS,
+                   "regions": LOBE_LABELS if region_kind == "lobes" else ZONE_LABELS},
+        "regions": {"kind": region_kind},
+        "method": {**methods, "details": info,
+                   "summary": "; ".join(f"{k}: {v}" for k, v in methods.items())},
+        "assessable": True,
+        "warnings": [],
+    }
+
+
+# ----------------------------------------------------------------------------- writing
+@contextmanager
+def staging_dir(target: Path):
+    """A temporary folder next to ``target``, renamed onto it on success, removed on failure."""
+    target = Path(target)
+    if target.exists() and not target.is_dir():
+        raise InputError(f"{target}: exists and is not a folder")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+    os.chmod(tmp, 0o755)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
+        os.rename(target, old)
+        os.rename(tmp, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(tmp, target)
+
+
+def _write_nifti(case: Case, arr: np.ndarray, path: Path, level: int) -> None:
+    img = case.vol.to_native(arr.astype(np.uint8, copy=False))
+    sitk.WriteImage(img, str(path), True, level)
+
+
+def write_case(case: Case, outdir: Path, options: AnalysisOptions, segment_only: bool, json_only_results=False,
+               progress=None) -> list[str]:
+    timings = case.timings
+    stage = _Timer(timings, progress)
+    files = []
+    with staging_dir(outdir) as tmp:
+        if case.vol.kind == "image":
+            with stage("masks"):
+                stem = Path(case.vol.source).stem
+                for name, arr in (("lungs", case.lungs), ("lesions", case.lesions)):
+                    Image.fromarray(arr[0].astype(np.uint8)).save(tmp / f"{stem}_{name}.png")
+                    files.append(f"{stem}_{name}.png")
+        else:
+            with stage("masks"):
+                outs = [("lungs.nii.gz", case.lungs), ("lesions.nii.gz", case.lesions), ("regions.nii.gz", case.regions)]
+                with ThreadPoolExecutor(max_workers=2) as pool:
+                    list(pool.map(lambda nm: _write_nifti(case, nm[1], tmp / nm[0], options.nifti_compression), outs))
+                files += [n for n, _ in outs]
+        if not segment_only and case.vol.kind != "image":
+            axial = coronal = None
+            if options.write_report or (options.write_dicom and case.vol.dicom is not None):
+                with stage("key images"):
+                    from pulmo.ct.report import images as im
+
+                    z, y = im.key_slices(case.lungs, case.lesions)
+                    axial = im.axial_rgb(case.vol.array, case.lungs, case.lesions, z)
+                    coronal = im.coronal_rgb(case.vol.array, case.lungs, case.lesions, y, case.vol.spacing)
+            if options.write_dicom and case.vol.dicom is not None:
+                with stage("dicom"):
+                    missing = _missing_uids(case.vol.dicom.headers)
+                    if missing:
+                        case.results["warnings"].append(warning(
+                            "dicom_outputs_skipped", "DICOM SEG/SR/SC were not written: the source images lack "
+                            + ", ".join(missing) + ", which the results must reference"))
+                    else:
+                        files += _write_dicom(case, tmp, axial, coronal, z)
+            if options.write_report:
+                with stage("report"):
+                    from pulmo.ct.report import html as rh
+                    from pulmo.ct.report.images import png_base64
+
+                    case.results["outputs"] = files + ["results.json", "report.html"]
+                    (tmp / "report.html").write_text(
+                        rh.render(case.results, png_base64(axial), png_base64(coronal)), encoding="utf-8")
+                    files.append("report.html")
+        case.results["outputs"] = files + ["results.json"]
+        case.results["timings_s"] = timings
+        (tmp / "results.json").write_text(json.dumps(case.results, indent=2, default=_json_default), encoding="utf-8")
+    return case.results["outputs"]
+
+
+def _missing_uids(headers) -> list[str]:
+    need = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID")
+    return [k for k in need if not all(str(h.get(k, "") or "") for h in headers)]
+
+
+def _write_dicom(case: Case, tmp: Path, axial, coronal, z) -> list[str]:
+    from pulmo.ct.report import dicom_out
+
+    methods = {"lungs": case.results["method"].get("lungs", ""), "regions": case.results["method"].get("regions", ""),
+               "lesions": case.results["method"].get("lesions", "")}
+    paths, segs = dicom_out.write_seg(case.vol, case.lungs, case.regions, case.region_kind, case.lesions, methods, tmp)
+    out = [p.name for p in paths]
+    if case.results.get("quantification"):
+        sr = dicom_out.write_sr(case.vol, segs, case.results["quantification"], tmp)
+        if sr:
+            out.append(sr.name)
+    # reference header for the key axial image: the source slice nearest to canonical slice z
+    zpos = case.vol.origin[2] + z * case.vol.spacing[0]
+    ref_idx = int(np.argmin(np.abs(case.vol.dicom.positions[:, 2] - zpos)))
+    scs = dicom_out.write_sc(case.vol, [("axial", axial, ref_idx, ("L", "P")),
+                                        ("coronal", coronal, ref_idx, ("L", "F"))], tmp)
+    return out + [p.name for p in scs]
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
+
+
+# ----------------------------------------------------------------------------- entry points
+def analyze_path(path, outdir, options: AnalysisOptions | None = None, segment_only=False, progress=None) -> dict:
+    options = options or AnalysisOptions()
+    timings: dict = {}
+    stage = _Timer(timings, progress)
+    with stage("load"):
+        vol = load(path, options.load)
+    case = compute(vol, options, segment_only, timings, progress)
+    write_case(case, Path(outdir), options, segment_only, progress=progress)
+    return case.results
+
+
+def batch_items(root: Path) -> list[Path]:
+    """The studies in a batch folder: each sub-folder, zip, volume file or 2D image."""
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError(f"{root}: batch mode needs a folder of studies")
+    items = []
+    for p in sorted(root.iterdir()):
+        if p.name.startswith("."):
+            continue
+        if p.is_dir() or suffix_of(p) in VOLUME_SUFFIXES or suffix_of(p) in IMAGE_SUFFIXES or suffix_of(p) == ".zip":
+            items.append(p)
+    if not items:
+        raise InputError(f"{root}: no studies found (sub-folders, zips, NIfTI/NRRD/MHA files or images)")
+    return items
+
+
+SUMMARY_FIELDS = ["case", "status", "error", "assessable", "right_lung_ml", "left_lung_ml", "percent_involved",
+                  "ggo_ml", "consolidation_ml", "severity_score", "severity_kind", "pneumonia_flag", "warnings",
+                  "seconds"]
+
+
+def _summary_row(name, results=None, error=None, seconds=0.0) -> dict:
+    row = dict.fromkeys(SUMMARY_FIELDS, "")
+    row.update(case=name, status="ok" if error is None else "failed", error=error or "", seconds=round(seconds, 2))
+    if results:
+        row["assessable"] = results.get("assessable")
+        row["warnings"] = ";".join(w["code"] for w in results.get("warnings", []))
+        q = results.get("quantification")
+        if q:
+            row.update(right_lung_ml=q["lungs"]["right"]["volume_ml"], left_lung_ml=q["lungs"]["left"]["volume_ml"],
+                       percent_involved=q["lungs"]["total"]["percent_involved"], ggo_ml=q["lungs"]["total"]["ggo_ml"],
+                       consolidation_ml=q["lungs"]["total"]["consolidation_ml"],
+                       severity_score=q["severity"]["value"], severity_kind=q["severity"]["kind"],
+                       pneumonia_flag=q["pneumonia"]["flag"])
+    return row
+
+
+def analyze_batch(root, outroot, options: AnalysisOptions | None = None, segment_only=False, show_progress=None,
+                  prefetch: bool = True) -> list[dict]:
+    """Analyse every study under ``root`` into ``outroot/<name>/``; writes ``outroot/summary.csv``.
+
+    Loading of the next study overlaps the computation of the current one (one background
+    thread). A failing study is recorded in the summary and does not stop the batch.
+    """
+    from tqdm import tqdm
+
+    options = options or AnalysisOptions()
+    items = batch_items(Path(root))
+    outroot = Path(outroot)
+    outroot.mkdir(parents=True, exist_ok=True)
+    rows = []
+
+    def _load(p):
+        t0 = time.perf_counter()
+        try:
+            return load(p, options.load), None, time.perf_counter() - t0
+        except PulmoError as exc:
+            return None, str(exc), time.perf_counter() - t0
+
+    bar = tqdm(total=len(items), desc="studies", unit="study", disable=show_progress is False or None)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(_load, items[0])
+        for i, item in enumerate(items):
+            vol, err, t_load = pending.result()
+            if prefetch and i + 1 < len(items):
+                pending = pool.submit(_load, items[i + 1])
+            t0 = time.perf_counter()
+            name = item.name.split(".")[0] if item.is_file() else item.name
+            results = None
+            if err is None:
+                try:
+                    timings = {"load": round(t_load, 3)}
+                    case = compute(vol, options, segment_only, timings)
+                    write_case(case, outroot / name, options, segment_only)
+                    results = case.results
+                except PulmoError as exc:
+                    err = str(exc)
+            del vol
+            rows.append(_summary_row(name, results, err, t_load + time.perf_counter() - t0))
+            if not prefetch and i + 1 < len(items):
+                pending = pool.submit(_load, items[i + 1])
+            bar.update(1)
+    bar.close()
+    with open(outroot / "summary.csv", "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=SUMMARY_FIELDS)
+        w.writeheader()
+        w.writerows(rows)
+    return rows

@@ -1,0 +1,1 @@
+"""Writers: masks (NIfTI / PNG), results.json, report.html, DICOM SEG / SR / SC."""

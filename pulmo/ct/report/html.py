@@ -1,0 +1,70 @@
+"""report.html: a single self-contained page (images embedded as PNG)."""
+
+from __future__ import annotations
+
+import html
+
+from pulmo import DISCLAIMER
+
+
+def _fmt(v, nd=1):
+    if v is None:
+        return "&ndash;"
+    if isinstance(v, float):
+        return f"{v:.{nd}f}"
+    return html.escape(str(v))
+
+
+def render(results: dict, axial_b64: str | None, coronal_b64: str | None) -> str:
+    q = results.get("quantification") or {}
+    rows = []
+    for name, st in (("Right lung", q.get("lungs", {}).get("right")), ("Left lung", q.get("lungs", {}).get("left")),
+                     ("Both lungs", q.get("lungs", {}).get("total"))):
+        if st:
+            rows.append((name, st, ""))
+    for r in q.get("regions", []):
+        rows.append((r["name"].capitalize(), r, r.get("score")))
+    trs = "\n".join(
+        f"<tr><td>{html.escape(n)}</td><td>{_fmt(s['volume_ml'])}</td><td>{_fmt(s['lesion_ml'])}</td>"
+        f"<td>{_fmt(s['percent_involved'])}</td><td>{_fmt(s['ggo_ml'])}</td><td>{_fmt(s['consolidation_ml'])}</td>"
+        f"<td>{_fmt(s['mean_lesion_hu'], 0)}</td><td>{_fmt(sc)}</td></tr>" for n, s, sc in rows)
+    sev = q.get("severity")
+    pn = q.get("pneumonia")
+    if results.get("assessable") and sev and pn:
+        summary = (f"<p><b>{html.escape(sev['name'])}:</b> {sev['value']} / {sev['max']}</p>"
+                   f"<p><b>Pneumonia flag:</b> {'POSITIVE' if pn['flag'] else 'negative'} "
+                   f"({html.escape(pn['score_name'])} = {pn['score']:.1f} %, threshold {pn['threshold']:.1f} %; "
+                   f"{html.escape(pn['note'])})</p>")
+    else:
+        summary = "<p><b>No severity score or pneumonia flag:</b> the study is not assessable (see warnings).</p>"
+    warns = "".join(f"<li><b>{html.escape(w['code'])}</b>: {html.escape(w['message'])}</li>"
+                    for w in results.get("warnings", []))
+    imgs = ""
+    if axial_b64:
+        imgs += f'<figure><img alt="key axial slice" src="data:image/png;base64,{axial_b64}"><figcaption>Axial (key slice)</figcaption></figure>'
+    if coronal_b64:
+        imgs += f'<figure><img alt="coronal slice" src="data:image/png;base64,{coronal_b64}"><figcaption>Coronal</figcaption></figure>'
+    inp = results.get("input", {})
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>Pulmo chest-CT report</title>
+<style>body{{font-family:sans-serif;max-width:1100px;margin:1em auto;color:#222}}
+table{{border-collapse:collapse}}td,th{{border:1px solid #bbb;padding:3px 8px;text-align:right}}
+td:first-child{{text-align:left}}figure{{display:inline-block;margin:0 1em 1em 0}}
+.disclaimer{{background:#fff3cd;border:1px solid #e0c060;padding:.6em}}</style></head><body>
+<h1>Pulmo chest-CT analysis</h1>
+<p class="disclaimer"><b>Research tool, not a certified medical device.</b> {html.escape(DISCLAIMER)}</p>
+<p>Input: {html.escape(str(inp.get('source', '')))} ({html.escape(str(inp.get('kind', '')))}),
+{html.escape(str(inp.get('shape_zyx', '')))} voxels, spacing {html.escape(str(inp.get('spacing_zyx_mm', '')))} mm (z, y, x).
+Images are in radiological view: the patient's right is on the viewer's left.
+Overlay: blue outline right lung, green outline left lung, yellow ground glass, red consolidation.</p>
+{summary}
+<h2>Warnings</h2><ul>{warns or '<li>none</li>'}</ul>
+<h2>Key images</h2>{imgs}
+<h2>Per lung and region ({html.escape(results.get('regions', {}).get('kind', ''))})</h2>
+<table><tr><th>Region</th><th>Volume mL</th><th>Lesion mL</th><th>% involved</th><th>GGO mL</th>
+<th>Consolidation mL</th><th>Mean lesion HU</th><th>Score 0-5</th></tr>
+{trs}</table>
+<p>Method: {html.escape(results.get('method', {}).get('summary', ''))}</p>
+<p>Pulmo {html.escape(results.get('pulmo_version', ''))}, results schema {html.escape(results.get('schema_version', ''))}.</p>
+</body></html>
+"""

@@ -1,0 +1,127 @@
+"""Plug-in interface for learned segmentation models (ONNX, run with onnxruntime).
+
+A model is one ``.onnx`` file whose metadata (``metadata_props``) describes it:
+
+=====================  ==========================================================
+key                    value
+=====================  ==========================================================
+``pulmo.task``         ``lungs`` | ``lobes`` | ``lesions``
+``pulmo.labels``       JSON object: output class index -> name. Class indices must
+                       follow Pulmo's label conventions (lungs 1 right / 2 left;
+                       lobes 1 RUL, 2 RML, 3 RLL, 4 LUL, 5 LLL; lesions 1 GGO,
+                       2 consolidation); class 0 is background.
+``pulmo.input``        ``axial2d``: input ``(N, 1, H, W)`` float32, one axial slice
+                       per item, rows anterior->posterior, columns patient
+                       right->left (the canonical LPS grid, radiological view).
+``pulmo.input_size``   ``H,W`` the slices are resized to (bilinear); outputs are
+                       resized back (nearest).
+``pulmo.intensity``    ``hu`` (a CT in Hounsfield units, windowed by
+                       ``pulmo.hu_window`` = ``lo,hi`` then scaled to 0..1) or
+                       ``uint8`` (8-bit images, scaled to 0..1).
+``pulmo.version``      free text (model version, shown in results.json).
+=====================  ==========================================================
+
+The output is ``(N, C, H, W)`` scores; the label is the arg-max over C.
+
+Where models are found: an explicit path (``--lobe-model`` etc.), else
+``$PULMO_CT_MODELS/<task>.onnx`` when that variable is set. Nothing is ever
+downloaded. When no model is found the pipeline uses the classical method
+(lungs, lesions, zones instead of lobes).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from pulmo.errors import ModelError
+
+TASKS = ("lungs", "lobes", "lesions")
+
+
+class OnnxSegmentationModel:
+    """A learned per-slice segmentation model loaded from an ONNX file with Pulmo metadata."""
+
+    def __init__(self, path: str | os.PathLike, expected_task: str | None = None):
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise ModelError(f"model file not found: {self.path}")
+        try:
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = 2
+            self.session = ort.InferenceSession(str(self.path), sess_options=opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001
+            raise ModelError(f"{self.path.name}: not a loadable ONNX model ({exc})") from exc
+        meta = self.session.get_modelmeta().custom_metadata_map
+        self.meta = dict(meta)
+        try:
+            self.task = meta["pulmo.task"]
+            self.labels = {int(k): v for k, v in json.loads(meta["pulmo.labels"]).items()}
+            self.input_kind = meta.get("pulmo.input", "axial2d")
+            h, w = (int(v) for v in meta["pulmo.input_size"].split(","))
+            self.input_size = (h, w)
+            self.intensity = meta.get("pulmo.intensity", "hu")
+            lo, hi = (float(v) for v in meta.get("pulmo.hu_window", "-1024,600").split(","))
+            self.hu_window = (lo, hi)
+        except (KeyError, ValueError) as exc:
+            raise ModelError(f"{self.path.name}: missing or invalid Pulmo metadata ({exc}); see pulmo.ct.segment.models") from exc
+        if self.task not in TASKS:
+            raise ModelError(f"{self.path.name}: unknown task {self.task!r}")
+        if expected_task and self.task != expected_task:
+            raise ModelError(f"{self.path.name}: a {self.task} model was given where a {expected_task} model is needed")
+        if self.input_kind != "axial2d":
+            raise ModelError(f"{self.path.name}: input kind {self.input_kind!r} not supported (only axial2d)")
+        self.version = meta.get("pulmo.version", "unknown")
+        self.input_name = self.session.get_inputs()[0].name
+
+    def describe(self) -> dict:
+        return {"path": str(self.path), "task": self.task, "version": self.version, "labels": self.labels}
+
+    def _normalise(self, arr: np.ndarray) -> np.ndarray:
+        if self.intensity == "uint8":
+            return arr.astype(np.float32) / 255.0
+        lo, hi = self.hu_window
+        return ((np.clip(arr, lo, hi) - lo) / (hi - lo)).astype(np.float32)
+
+    def predict(self, volume: np.ndarray, batch: int = 16) -> np.ndarray:
+        """Labels (uint8, same shape as ``volume`` (z, y, x)) for a canonical-grid volume."""
+        nz, ny, nx = volume.shape
+        h, w = self.input_size
+        out = np.zeros(volume.shape, np.uint8)
+        zoom_in = (h / ny, w / nx)
+        for start in range(0, nz, batch):
+            chunk = volume[start:start + batch]
+            x = np.stack([ndi.zoom(self._normalise(s), zoom_in, order=1) for s in chunk])[:, None]
+            x = x[:, :, :h, :w]
+            if x.shape[2:] != (h, w):
+                x = np.pad(x, ((0, 0), (0, 0), (0, h - x.shape[2]), (0, w - x.shape[3])), mode="edge")
+            try:
+                scores = self.session.run(None, {self.input_name: np.ascontiguousarray(x, np.float32)})[0]
+            except Exception as exc:  # noqa: BLE001
+                raise ModelError(f"{self.path.name}: inference failed ({exc})") from exc
+            if scores.ndim != 4 or scores.shape[2:] != (h, w):
+                raise ModelError(f"{self.path.name}: output shape {scores.shape}, expected (N, C, {h}, {w})")
+            lab = np.argmax(scores, axis=1).astype(np.uint8)
+            # back to the slice size, nearest neighbour (index mapping)
+            yi = np.minimum((np.arange(ny) * h / ny).astype(int), h - 1)
+            xi = np.minimum((np.arange(nx) * w / nx).astype(int), w - 1)
+            out[start:start + len(chunk)] = lab[:, yi][:, :, xi]
+        return out
+
+
+def find_model(task: str, explicit: str | os.PathLike | None = None) -> OnnxSegmentationModel | None:
+    """The model for ``task``: ``explicit`` if given, else ``$PULMO_CT_MODELS/<task>.onnx``, else None."""
+    if explicit:
+        return OnnxSegmentationModel(explicit, expected_task=task)
+    root = os.environ.get("PULMO_CT_MODELS")
+    if root:
+        cand = Path(root) / f"{task}.onnx"
+        if cand.is_file():
+            return OnnxSegmentationModel(cand, expected_task=task)
+    return None

@@ -1,0 +1,101 @@
+"""ONNX plug-in interface: a tiny lobe model built with onnx.helper, and the 2D image path."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+onnx = pytest.importorskip("onnx")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+from pulmo.cli import main  # noqa: E402
+from pulmo.ct.segment.models import OnnxSegmentationModel  # noqa: E402
+from pulmo.errors import ModelError  # noqa: E402
+
+
+def _constant_map_model(path, task, maps: np.ndarray, labels: dict, intensity="hu"):
+    """A model whose output is ``0 * input + maps`` (class scores fixed per pixel)."""
+    c, h, w = maps.shape
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, h, w])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", c, h, w])
+    zero = numpy_helper.from_array(np.zeros((1, 1, 1, 1), np.float32), "zero")
+    const = numpy_helper.from_array(maps[None].astype(np.float32), "maps")
+    nodes = [helper.make_node("Mul", ["x", "zero"], ["x0"]), helper.make_node("Add", ["x0", "maps"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [x], [y], initializer=[zero, const])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    for k, v in {"pulmo.task": task, "pulmo.labels": json.dumps(labels), "pulmo.input": "axial2d",
+                 "pulmo.input_size": f"{h},{w}", "pulmo.intensity": intensity, "pulmo.version": "test-1"}.items():
+        model.metadata_props.append(onnx.StringStringEntryProto(key=k, value=v))
+    onnx.save(model, path)
+    return path
+
+
+def _lobe_maps(h=32, w=32):
+    """Right half of the image (patient right, low x): upper rows lobe 1, lower rows lobe 3; left: 4 / 5."""
+    maps = np.zeros((6, h, w), np.float32)
+    yy, xx = np.mgrid[:h, :w]
+    right, top = xx < w // 2, yy < h // 2
+    maps[1][right & top] = 5
+    maps[3][right & ~top] = 5
+    maps[4][~right & top] = 5
+    maps[5][~right & ~top] = 5
+    return maps
+
+
+def test_lobe_model_used_by_pipeline(tmp_path, phantom_dicom):
+    model = _constant_map_model(tmp_path / "lobes.onnx", "lobes", _lobe_maps(),
+                                {"0": "background", "1": "RUL", "2": "RML", "3": "RLL", "4": "LUL", "5": "LLL"})
+    out = tmp_path / "out"
+    assert main(["ct", "analyze", str(phantom_dicom), "-o", str(out), "--lobe-model", str(model),
+                 "--no-dicom", "--no-progress"]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["regions"]["kind"] == "lobes"
+    assert res["quantification"]["severity"]["kind"] == "lobar" and res["quantification"]["severity"]["max"] == 25
+    vols = {r["name"]: r["volume_ml"] for r in res["quantification"]["regions"]}
+    assert vols["right middle lobe"] == 0  # the test model never predicts it
+    assert vols["right upper lobe"] > 0 and vols["right lower lobe"] > 0 and vols["left lower lobe"] > 0
+    total = res["quantification"]["lungs"]["total"]["volume_ml"]
+    assert sum(vols.values()) == pytest.approx(total, abs=0.1)  # every lung voxel gets a lobe
+
+
+def test_model_metadata_checked(tmp_path):
+    path = _constant_map_model(tmp_path / "m.onnx", "lobes", _lobe_maps(), {"0": "bg"})
+    with pytest.raises(ModelError, match="lungs model is needed"):
+        OnnxSegmentationModel(path, expected_task="lungs")
+    (tmp_path / "junk.onnx").write_bytes(b"not a model")
+    with pytest.raises(ModelError):
+        OnnxSegmentationModel(tmp_path / "junk.onnx")
+
+
+def test_png_without_model_refused(tmp_path, capsys):
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(tmp_path / "slice.png")
+    rc = main(["ct", "analyze", str(tmp_path / "slice.png"), "-o", str(tmp_path / "o"), "--no-progress"])
+    assert rc == 2 and "learned" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_png_with_models(tmp_path):
+    h = w = 32
+    lung = np.zeros((3, h, w), np.float32)
+    lung[0] = 1
+    lung[1][8:24, 2:14] = 5
+    lung[2][8:24, 18:30] = 5
+    les = np.zeros((3, h, w), np.float32)
+    les[0] = 1
+    les[1][10:14, 4:8] = 5
+    lm = _constant_map_model(tmp_path / "lungs.onnx", "lungs", lung, {"0": "bg", "1": "right", "2": "left"}, "uint8")
+    lsm = _constant_map_model(tmp_path / "lesions.onnx", "lesions", les, {"0": "bg", "1": "GGO", "2": "cons"}, "uint8")
+    Image.fromarray(np.full((100, 120), 90, np.uint8)).save(tmp_path / "img1.png")
+    out = tmp_path / "o"
+    assert main(["ct", "analyze", str(tmp_path / "img1.png"), "-o", str(out), "--lung-model", str(lm),
+                 "--lesion-model", str(lsm), "--no-progress"]) == 0
+    lungs = np.asarray(Image.open(out / "img1_lungs.png"))
+    lesions = np.asarray(Image.open(out / "img1_lesions.png"))
+    assert lungs.shape == (100, 120) and set(np.unique(lungs)) == {0, 1, 2}
+    assert set(np.unique(lesions)) == {0, 1} and (lungs[lesions == 1] == 1).all()
+    res = json.loads((out / "results.json").read_text())
+    assert 0 < res["quantification"]["lungs"]["total"]["percent_involved"] < 100

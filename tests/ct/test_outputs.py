@@ -1,0 +1,133 @@
+"""End to end through the CLI: outputs, DICOM validity, bad input, batch."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import highdicom as hd
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+from conftest import dciodvfy
+from ct_synth import write_series
+
+from pulmo.cli import main
+
+
+def test_analyze_writes_everything(analyzed, phantom_data):
+    hu, truth = phantom_data
+    names = {p.name for p in analyzed.iterdir()}
+    assert {"results.json", "report.html", "lungs.nii.gz", "lesions.nii.gz", "regions.nii.gz", "seg_lungs.dcm",
+            "seg_regions.dcm", "seg_lesions.dcm", "sr_measurements.dcm", "sc_axial.dcm", "sc_coronal.dcm"} <= names
+    res = json.loads((analyzed / "results.json").read_text())
+    assert res["schema_version"] == "1.0.0" and res["assessable"] is True
+    q = res["quantification"]
+    assert q["lungs"]["right"]["ggo_ml"] > 0 and q["lungs"]["left"]["consolidation_ml"] > 0
+    html = (analyzed / "report.html").read_text()
+    assert "research tool, not a certified medical device" in html.lower()
+    assert html.count("data:image/png;base64,") == 2
+
+
+def test_nifti_in_input_geometry(analyzed, phantom_data):
+    hu, truth = phantom_data
+    img = nib.load(analyzed / "lungs.nii.gz")
+    data = np.asarray(img.dataobj)  # nibabel: (i, j, k) = (x, y, z) of the DICOM stack
+    assert data.shape == hu.shape[::-1]
+    lungs = data.transpose(2, 1, 0)
+    assert ((lungs == 1) & truth["right"]).sum() > 0.95 * truth["right"].sum()
+    # NIfTI affine is RAS: voxel (0,0,0) at LPS (-190, -170, -80) -> RAS (190, 170, -80)
+    assert np.allclose(img.affine[:3, 3], [190, 170, -80], atol=1e-3)
+    les = np.asarray(nib.load(analyzed / "lesions.nii.gz").dataobj).transpose(2, 1, 0)
+    assert set(np.unique(les)) <= {0, 1, 2} and ((les == 1) & truth["ggo"]).sum() > 0.8 * truth["ggo"].sum()
+
+
+def test_seg_reads_back(analyzed, phantom_data, phantom_dicom):
+    _, truth = phantom_data
+    seg = hd.seg.segread(analyzed / "seg_lungs.dcm")
+    labels = {d.SegmentLabel for d in seg.SegmentSequence}
+    assert labels == {"right lung", "left lung"}
+    src = {pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID for p in phantom_dicom.iterdir()}
+    ref = {r.ReferencedSOPInstanceUID for r in seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence}
+    assert ref <= src
+    vol = seg.get_volume(combine_segments=True)
+    assert int((vol.array == 1).sum()) == pytest.approx(int(truth["right"].sum()), rel=0.05)
+
+
+def test_sr_tid1500_reads_back(analyzed):
+    sr = hd.sr.srread(analyzed / "sr_measurements.dcm")
+    groups = sr.content.get_volumetric_roi_measurement_groups()
+    assert len(groups) == 8  # 2 lungs + 6 zones
+    right = [g for g in groups if g.tracking_identifier == "right lung"][0]
+    seg_ref = right.referenced_segment
+    assert seg_ref is not None
+    res = json.loads((analyzed / "results.json").read_text())
+    vol = [m for m in right.get_measurements() if m.name.meaning == "Volume"][0]
+    assert vol.value == pytest.approx(res["quantification"]["lungs"]["right"]["volume_ml"])
+
+
+@pytest.mark.parametrize("name", ["seg_lungs.dcm", "sr_measurements.dcm", "sc_axial.dcm"])
+def test_dciodvfy(analyzed, name):
+    out = dciodvfy(analyzed / name)
+    if out is None:
+        pytest.skip("dciodvfy (Debian dicom3tools) not installed")
+    errors = [line for line in out.splitlines() if line.startswith("Error")]
+    assert not errors, "\n".join(errors)
+
+
+def test_segment_fast_path(tmp_path, phantom_dicom):
+    out = tmp_path / "seg"
+    assert main(["ct", "segment", str(phantom_dicom), "-o", str(out), "--no-progress"]) == 0
+    assert {p.name for p in out.iterdir()} == {"lungs.nii.gz", "lesions.nii.gz", "regions.nii.gz", "results.json"}
+
+
+@pytest.mark.parametrize("case", ["empty", "mr", "nofile"])
+def test_bad_input_exit_code_and_no_output(tmp_path, phantom_data, capsys, case):
+    hu, _ = phantom_data
+    src = tmp_path / "in"
+    if case == "empty":
+        src.mkdir()
+    elif case == "mr":
+        write_series(hu[:5], src, modality="MR")
+    out = tmp_path / "out"
+    rc = main(["ct", "analyze", str(src), "-o", str(out), "--no-progress"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "pulmo: error:" in err and "Traceback" not in err
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]  # no staging leftovers
+
+
+def test_failed_rerun_keeps_previous_output(tmp_path, analyzed):
+    import shutil
+
+    out = tmp_path / "keep"
+    shutil.copytree(analyzed, out)
+    (tmp_path / "empty").mkdir()
+    assert main(["ct", "analyze", str(tmp_path / "empty"), "-o", str(out), "--no-progress"]) == 2
+    assert (out / "results.json").exists()
+
+
+def test_batch_summary(tmp_path, phantom_data, phantom_dicom):
+    import shutil
+
+    hu, _ = phantom_data
+    root = tmp_path / "studies"
+    shutil.copytree(phantom_dicom, root / "good")
+    write_series(hu[:5], root / "bad_mr", modality="MR")
+    out = tmp_path / "out"
+    rc = main(["ct", "segment", str(root), "-o", str(out), "--batch", "--no-progress"])
+    assert rc == 1
+    rows = {r["case"]: r for r in csv.DictReader(open(out / "summary.csv"))}
+    assert rows["good"]["status"] == "ok" and rows["bad_mr"]["status"] == "failed"
+    assert "MR" in rows["bad_mr"]["error"]
+    assert (out / "good" / "lungs.nii.gz").exists() and not (out / "bad_mr").exists()
+
+
+def test_json_flag(tmp_path, phantom_dicom, capsys):
+    out = tmp_path / "j"
+    assert main(["ct", "analyze", str(phantom_dicom), "-o", str(out), "--json", "--no-dicom", "--no-progress"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["quantification"]["severity"]["kind"] == "zone-based"
+    assert not list(out.glob("*.dcm"))
