@@ -1,0 +1,204 @@
+"""``pulmo validate ...``: validation statistics (ROC/DeLong, survival, segmentation)."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import textwrap
+from pathlib import Path
+
+from pulmo import DISCLAIMER
+from pulmo.cli import add_group
+from pulmo.errors import InputError
+
+_OUTPUTS = ("Outputs: --json (all numbers; '-' for standard output), --report (HTML with plots), "
+            "--csv (a flat table). With none of them the JSON goes to standard output. Files are "
+            "written only when the whole analysis succeeded. Exit status 0: done; 2: unusable input "
+            "(the message names the file, row and column).")
+
+
+def _describe(*paragraphs: str) -> dict:
+    """Keyword arguments for add_parser: a wrapped multi-paragraph description."""
+    text = "\n\n".join(textwrap.fill(p, 88) for p in paragraphs)
+    return {"description": text, "formatter_class": argparse.RawDescriptionHelpFormatter}
+
+
+def _add_outputs(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", metavar="OUT.json", help="write all results as JSON ('-' = standard output)")
+    p.add_argument("--report", metavar="OUT.html", help="write an HTML report with tables and plots")
+    p.add_argument("--csv", metavar="OUT.csv", help="write the results as one flat CSV table")
+    p.add_argument("--conf-level", type=float, default=0.95, metavar="L",
+                   help="confidence level of all intervals (default 0.95)")
+
+
+def register(subparsers) -> None:
+    sub = add_group(
+        subparsers, "validate",
+        "Validation statistics for a hospital's own data: ROC AUC with DeLong CIs and tests, "
+        "Youden threshold, subgroup tables; survival C-index, time-dependent AUC, calibration, "
+        "Kaplan-Meier; segmentation Dice/IoU/HD95/surface Dice. Identical to R's pROC and survival.")
+
+    p = sub.add_parser(
+        "roc", help="ROC AUC (DeLong CI), paired tests between scores, Youden threshold, subgroup table",
+        **_describe(
+            "ROC analysis of one or more score columns against a binary truth column, as R's pROC "
+            "computes it.",
+            "HIGHER SCORES MEAN POSITIVE (truth = 1): pROC's direction '<'. The direction is never "
+            "flipped, so an AUC below 0.5 means the score works the wrong way round.",
+            "Per score: AUC with DeLong SE and CI, the Youden-optimal threshold (pROC's midpoint "
+            "convention) with sensitivity, specificity, PPV and NPV and exact Clopper-Pearson CIs. Every "
+            "pair of scores: paired DeLong test. Every --by column: AUC per subgroup and unpaired DeLong "
+            "test of each pair of subgroups.", _OUTPUTS, DISCLAIMER))
+    p.add_argument("data", metavar="DATA.csv", help="CSV with one row per case")
+    p.add_argument("--truth", required=True, metavar="COL", help="0/1 column, 1 = disease present (positive)")
+    p.add_argument("--score", required=True, action="append", metavar="COL",
+                   help="score column, higher = more likely positive (repeat for several models)")
+    p.add_argument("--by", action="append", default=[], metavar="COL[:EDGES]",
+                   help="subgroup column (sex, vendor ...); COL:40,65 cuts a numeric column into bands "
+                        "<40, 40-<65, >=65 (repeatable)")
+    p.add_argument("--threshold", type=float, action="append", default=[], metavar="T",
+                   help="also report sensitivity/specificity/PPV/NPV at this threshold (score >= T is positive)")
+    p.add_argument("--bootstrap", type=int, default=0, metavar="N",
+                   help="add a stratified bootstrap CI of each AUC with N replicates (e.g. 2000)")
+    p.add_argument("--seed", type=int, default=2020, help="bootstrap seed (default 2020)")
+    _add_outputs(p)
+    p.set_defaults(func=run_roc)
+
+    p = sub.add_parser(
+        "survival", help="Harrell's and Uno's C, time-dependent AUC, Brier, calibration, Kaplan-Meier by risk group",
+        **_describe(
+            "Validation of a survival (time-to-event) model's output, as R's survival package computes it.",
+            "A HIGHER RISK MEANS AN EARLIER EVENT (survival::concordance reverse=TRUE).",
+            "Per --risk column: Harrell's C with survival::concordance's standard error, Uno's C (up to "
+            "--tau, default the largest --horizon), cumulative/dynamic AUC at each --horizon, Kaplan-Meier "
+            "curves of risk groups with a log-rank test. Per --prob HORIZON=COL (the predicted probability "
+            "of the event by HORIZON, e.g. 30=prob_critical_30d): IPCW Brier score and calibration (slope, "
+            "intercept, observed vs predicted by group); the integrated Brier score when predictions are "
+            "given for two or more horizons.", _OUTPUTS, DISCLAIMER))
+    p.add_argument("data", metavar="DATA.csv", help="CSV with one row per patient")
+    p.add_argument("--time", required=True, metavar="COL", help="follow-up time (> 0), e.g. days")
+    p.add_argument("--event", required=True, metavar="COL", help="1 = event observed, 0 = censored")
+    p.add_argument("--risk", action="append", default=[], metavar="COL",
+                   help="risk score, higher = earlier event (repeatable)")
+    p.add_argument("--horizon", type=float, nargs="+", action="extend", default=[], metavar="T",
+                   help="time points for time-dependent AUC and survival by risk group")
+    p.add_argument("--prob", action="append", default=[], metavar="T=COL",
+                   help="predicted probability of the event by time T (repeatable)")
+    p.add_argument("--groups", type=int, default=3, metavar="K",
+                   help="risk groups at the quantiles of each risk (default 3: low/medium/high)")
+    p.add_argument("--cutoffs", type=float, nargs="+", metavar="C",
+                   help="risk cut-offs instead of quantile groups (risk <= C falls below)")
+    p.add_argument("--tau", type=float, metavar="T", help="truncation time of Uno's C")
+    p.add_argument("--calibration-groups", type=int, default=10, metavar="K",
+                   help="groups of predicted risk in the calibration table and plot (default 10)")
+    _add_outputs(p)
+    p.set_defaults(func=run_survival)
+
+    p = sub.add_parser(
+        "segmentation", help="Dice, IoU, HD95, Hausdorff and surface Dice of predicted vs reference masks",
+        **_describe(
+            "Compare predicted masks with reference masks, matched by file name (NIfTI .nii/.nii.gz or "
+            "PNG). Per case and label: Dice, IoU, HD95, Hausdorff distance and surface Dice at "
+            "--tolerance, in physical units (NIfTI voxel spacing, usually mm; PNG pixels unless --spacing).",
+            "Both masks empty: Dice 1, HD95 0. One empty: Dice 0, HD95 infinite (left out of the HD95 "
+            "summary, counted as undefined). Masks of different shape or spacing are refused, and every "
+            "reference mask needs a prediction.", _OUTPUTS, DISCLAIMER))
+    p.add_argument("pred_dir", metavar="PRED_DIR", help="folder of predicted masks")
+    p.add_argument("gt_dir", metavar="GT_DIR", help="folder of reference (ground-truth) masks")
+    p.add_argument("--labels", type=int, nargs="+", metavar="L",
+                   help="label values to evaluate separately (default: any non-zero voxel)")
+    p.add_argument("--tolerance", type=float, default=1.0, metavar="MM",
+                   help="surface-Dice tolerance in physical units (default 1)")
+    p.add_argument("--spacing", type=float, nargs="+", metavar="S",
+                   help="voxel size per axis for all masks (overrides the files; needed for PNG in mm)")
+    p.add_argument("--json", metavar="OUT.json", help="write all results as JSON ('-' = standard output)")
+    p.add_argument("--report", metavar="OUT.html", help="write an HTML report with a summary and a plot")
+    p.add_argument("--csv", metavar="OUT.csv", help="write per-case metrics as CSV")
+    p.set_defaults(func=run_segmentation)
+
+
+def _check_outputs(args, inputs: list[str]) -> None:
+    targets = [x for x in (args.json, args.report, args.csv) if x and x != "-"]
+    ins = {Path(i).resolve() for i in inputs}
+    for t in targets:
+        tp = Path(t)
+        if tp.resolve() in ins:
+            raise InputError(f"the output file {t} would overwrite an input; choose another name.")
+        if tp.is_dir():
+            raise InputError(f"{t}: is a folder; give a file name for the output.")
+    if len({Path(t).resolve() for t in targets}) != len(targets):
+        raise InputError("two outputs have the same file name.")
+    level = getattr(args, "conf_level", None)
+    if level is not None and not 0 < level < 1:
+        raise InputError(f"--conf-level must be between 0 and 1 (e.g. 0.95), got {level:g}.")
+
+
+def _emit(args, validation, title: str) -> None:
+    from pulmo.stats import report
+
+    # Render everything first, then write: a failure leaves no partial set of files.
+    texts = []
+    if args.json or not (args.report or args.csv):
+        texts.append((args.json or "-", report.to_json(validation.result)))
+    if args.report:
+        texts.append((args.report, report.render_html(validation, title)))
+    if args.csv:
+        texts.append((args.csv, report.to_csv(validation.result)))
+    for target, text in texts:
+        if target == "-":
+            sys.stdout.write(text)
+        else:
+            report.write_text(target, text)
+
+
+def run_roc(args: argparse.Namespace) -> int:
+    from pulmo.stats.validate import parse_group_spec, validate_roc
+
+    _check_outputs(args, [args.data])
+    if args.bootstrap and args.bootstrap < 10:
+        raise InputError("--bootstrap needs at least 10 replicates (2000 is usual).")
+    v = validate_roc(args.data, args.truth, args.score, [parse_group_spec(b) for b in args.by],
+                     conf_level=args.conf_level, bootstrap=args.bootstrap, seed=args.seed,
+                     thresholds=args.threshold)
+    _emit(args, v, "ROC validation")
+    r = v.result
+    summary = "; ".join(f"{k}: AUC {s['auc']:.3f}" + ("" if math.isnan(s["auc_ci"][0]) else
+                                                      f" ({s['auc_ci'][0]:.3f}-{s['auc_ci'][1]:.3f})")
+                        for k, s in r["scores"].items())
+    print(f"pulmo: {r['n']} cases ({r['n_positive']} positive). {summary}.", file=sys.stderr)
+    return 0
+
+
+def run_survival(args: argparse.Namespace) -> int:
+    from pulmo.stats.validate import validate_survival
+
+    _check_outputs(args, [args.data])
+    v = validate_survival(args.data, args.time, args.event, args.risk, args.horizon, probs=args.prob,
+                          n_groups=args.groups, cutoffs=args.cutoffs, tau=args.tau,
+                          conf_level=args.conf_level, calibration_groups=args.calibration_groups)
+    _emit(args, v, "Survival model validation")
+    r = v.result
+    summary = "; ".join(f"{k}: Harrell's C {e['harrell']['c_index']:.3f}" for k, e in r["risks"].items())
+    print(f"pulmo: {r['n']} patients, {r['n_events']} events. {summary}.", file=sys.stderr)
+    return 0
+
+
+def run_segmentation(args: argparse.Namespace) -> int:
+    from pulmo.stats.validate import validate_segmentation
+
+    _check_outputs(args, [])
+    v = validate_segmentation(args.pred_dir, args.gt_dir, labels=args.labels, tolerance=args.tolerance,
+                              spacing=args.spacing)
+    _emit(args, v, "Segmentation validation")
+    r = v.result
+    parts = []
+    for lab, s in r["summary"].items():
+        d = s["dice"]
+        if d["mean"] is not None:
+            parts.append(f"label {lab}: mean Dice {d['mean']:.3f}")
+    print(f"pulmo: {r['n_cases']} cases. " + "; ".join(parts) + ".", file=sys.stderr)
+    if r["unmatched_predictions"]:
+        print(f"pulmo: note: {len(r['unmatched_predictions'])} prediction(s) without a reference were "
+              "ignored: " + ", ".join(r["unmatched_predictions"][:10]), file=sys.stderr)
+    return 0

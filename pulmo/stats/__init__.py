@@ -1,0 +1,46 @@
+"""Validation statistics, computed as R's reference packages compute them.
+
+>>> from pulmo import stats
+>>> a = stats.delong_auc(truth, score)            # AUC, DeLong SE and 95% CI (pROC)
+>>> stats.delong_paired_test(truth, score_a, score_b).p_value
+>>> stats.youden_threshold(truth, score).sensitivity_ci
+>>> stats.harrell_c(time, event, risk).c_index    # survival::concordance(reverse=TRUE)
+>>> stats.segmentation_metrics(pred_mask, gt_mask, spacing=(0.7, 0.7, 2.5)).hd95
+
+Modules (pure computation: numpy in, dataclasses of floats out)
+----------------------------------------------------------------
+:mod:`pulmo.stats.roc`           ROC curve, AUC with DeLong variance (fast algorithm), paired and
+                                 unpaired DeLong tests, bootstrap CI, Youden threshold, metrics at a
+                                 threshold with Clopper-Pearson CIs (R pROC).
+:mod:`pulmo.stats.survival`      Harrell's and Uno's C with standard errors, Kaplan-Meier, log-rank,
+                                 time-dependent AUC, Brier / integrated Brier, calibration (R survival).
+:mod:`pulmo.stats.segmentation`  Dice, IoU, HD95, Hausdorff, surface Dice; empty-mask conventions.
+:mod:`pulmo.stats.subgroups`     subgroup table with pairwise unpaired DeLong tests and Holm p-values.
+:mod:`pulmo.stats.proportions`   Clopper-Pearson interval (R binom.test).
+
+Files (:mod:`pulmo.stats.io`, :mod:`pulmo.stats.validate`, :mod:`pulmo.stats.report`) back the
+``pulmo validate`` command. Conventions are documented in each module and in docs/validation.md.
+Pulmo is a research tool, not a certified medical device.
+"""
+
+from pulmo.stats.proportions import clopper_pearson
+from pulmo.stats.roc import (AUC, AUCComparison, RocCurve, ThresholdMetrics, bootstrap_auc,
+                             delong_auc, delong_covariance, delong_paired_test, delong_unpaired_test,
+                             roc_curve, threshold_metrics, youden_threshold)
+from pulmo.stats.segmentation import SegmentationMetrics, aggregate, segmentation_metrics
+from pulmo.stats.subgroups import SubgroupTable, band, holm, subgroup_table
+from pulmo.stats.survival import (Calibration, Concordance, KaplanMeier, LogRank, TimeDependentAUC,
+                                  aeq_times, brier_score, calibration_at_horizon, censoring_weights,
+                                  cumulative_dynamic_auc, harrell_c, integrated_brier_score,
+                                  kaplan_meier, logrank_test, risk_groups, uno_c)
+
+__all__ = [
+    "AUC", "AUCComparison", "RocCurve", "ThresholdMetrics", "bootstrap_auc", "delong_auc",
+    "delong_covariance", "delong_paired_test", "delong_unpaired_test", "roc_curve",
+    "threshold_metrics", "youden_threshold", "clopper_pearson",
+    "SegmentationMetrics", "aggregate", "segmentation_metrics",
+    "SubgroupTable", "band", "holm", "subgroup_table",
+    "Calibration", "Concordance", "KaplanMeier", "LogRank", "TimeDependentAUC", "aeq_times",
+    "brier_score", "calibration_at_horizon", "censoring_weights", "cumulative_dynamic_auc",
+    "harrell_c", "integrated_brier_score", "kaplan_meier", "logrank_test", "risk_groups", "uno_c",
+]

@@ -1,0 +1,190 @@
+"""Reading validation data: table columns with row-level errors, and mask images.
+
+Tables are read with :func:`pulmo.io.tables.read_table` (any spreadsheet export); the
+helpers here turn its string cells into arrays and name the spreadsheet row and column
+of the first bad cell. Masks are NIfTI (``.nii``, ``.nii.gz``, via nibabel) or PNG
+(via Pillow), matched between two folders by file name.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pulmo.errors import InputError
+from pulmo.io.tables import read_table
+
+__all__ = ["load_table", "numeric_column", "binary_column", "label_column", "MaskImage",
+           "read_mask", "match_masks", "MASK_SUFFIXES"]
+
+_TRUE = {"1", "1.0", "true", "yes", "y", "t"}
+_FALSE = {"0", "0.0", "false", "no", "n", "f"}
+
+
+def load_table(path: str | os.PathLike) -> tuple[pd.DataFrame, str]:
+    """Read a CSV table (strings, index = spreadsheet row); refuse a table with no data rows."""
+    table, _ = read_table(path)
+    name = str(path)
+    if len(table) == 0:
+        raise InputError(f"{name}: the file has a header but no data rows.")
+    return table, name
+
+
+def _column(table: pd.DataFrame, col: str, source: str) -> pd.Series:
+    if col not in table.columns:
+        cols = ", ".join(f"'{c}'" for c in table.columns[:30])
+        raise InputError(f"{source}: no column '{col}'. The columns are: {cols}.")
+    series = table[col]
+    empty = series.isna()
+    if empty.any():
+        rows = [str(r) for r in series.index[empty][:5]]
+        more = f" (and {int(empty.sum()) - 5} more)" if empty.sum() > 5 else ""
+        raise InputError(f"{source}: row {rows[0]}, column '{col}' is empty"
+                         + (f"; also rows {', '.join(rows[1:])}{more}" if len(rows) > 1 else "")
+                         + ". Fill in or remove incomplete rows.")
+    return series
+
+
+def numeric_column(table: pd.DataFrame, col: str, source: str, *, what: str = "number") -> np.ndarray:
+    """A column of finite numbers; names the row of an empty, non-numeric, NaN or infinite cell."""
+    series = _column(table, col, source)
+    values = pd.to_numeric(series, errors="coerce").astype(float)
+    bad = values.isna() | ~np.isfinite(values.to_numpy())
+    if bad.any():
+        row = series.index[bad][0]
+        cell = series[row]
+        kind = "is not a finite number" if str(cell).strip().lower().lstrip("+-") in (
+            "nan", "inf", "infinity", "na", "n/a") else "is not a number"
+        n_bad = int(bad.sum())
+        more = f" ({n_bad - 1} more rows like it)" if n_bad > 1 else ""
+        raise InputError(f"{source}: row {row}, column '{col}': '{cell}' {kind}; expected a {what}{more}.")
+    return values.to_numpy()
+
+
+def binary_column(table: pd.DataFrame, col: str, source: str, *, require_both: bool = True,
+                  meaning: str = "1 = positive, 0 = negative") -> np.ndarray:
+    """A 0/1 column (also true/false, yes/no) as booleans; refuses other values and, by
+    default, a column where one of the two values never occurs."""
+    series = _column(table, col, source)
+    text = series.astype(str).str.strip().str.lower()
+    is_true, is_false = text.isin(_TRUE), text.isin(_FALSE)
+    bad = ~(is_true | is_false)
+    if bad.any():
+        row = series.index[bad][0]
+        found = ", ".join(f"'{v}'" for v in list(dict.fromkeys(series.astype(str)))[:8])
+        raise InputError(f"{source}: column '{col}' must be binary ({meaning}); row {row} has "
+                         f"'{series[row]}'. Values found: {found}.")
+    out = is_true.to_numpy()
+    if require_both and (out.all() or not out.any()):
+        which = "1" if out.all() else "0"
+        missing = "0" if out.all() else "1"
+        raise InputError(f"{source}: column '{col}' is {which} in all {len(out)} rows; the analysis "
+                         f"needs both classes (no row has {missing}).")
+    return out
+
+
+def label_column(table: pd.DataFrame, col: str, source: str) -> np.ndarray:
+    """A column of category labels (strings, stripped); empty cells are refused."""
+    return _column(table, col, source).astype(str).str.strip().to_numpy(dtype=object)
+
+
+# --------------------------------------------------------------------------- masks
+
+MASK_SUFFIXES = (".nii.gz", ".nii", ".png")
+
+
+@dataclass(frozen=True)
+class MaskImage:
+    path: Path
+    data: np.ndarray              #: integer labels
+    spacing: tuple[float, ...]    #: physical voxel size per axis (mm for NIfTI; 1 for PNG)
+
+
+def case_id(path: Path) -> str | None:
+    name = path.name
+    for suf in MASK_SUFFIXES:
+        if name.lower().endswith(suf):
+            return name[: -len(suf)]
+    return None
+
+
+def read_mask(path: str | os.PathLike) -> MaskImage:
+    """Read a label mask. NIfTI: voxel data and ``header.get_zooms()``; PNG: grayscale or
+    palette indices, spacing 1 per axis. Non-integer values are refused."""
+    p = Path(path)
+    low = p.name.lower()
+    try:
+        if low.endswith((".nii", ".nii.gz")):
+            import nibabel as nib
+
+            img = nib.load(str(p))
+            data = np.asanyarray(img.dataobj)
+            zooms = tuple(float(z) for z in img.header.get_zooms()[: data.ndim])
+            if data.ndim == 4 and data.shape[3] == 1:
+                data = data[..., 0]
+                zooms = zooms[:3]
+            spacing = zooms
+        elif low.endswith(".png"):
+            from PIL import Image
+
+            with Image.open(p) as img:
+                mode = img.mode
+                data = np.array(img)
+            if data.ndim == 3:
+                chans = data[..., :3]
+                if mode in ("RGB", "RGBA") and (chans == chans[..., :1]).all():
+                    data = chans[..., 0]
+                else:
+                    raise InputError(f"{p}: a colour PNG is not a label mask; save masks as grayscale "
+                                     "or palette images whose pixel values are the labels.")
+            spacing = (1.0,) * data.ndim
+        else:
+            raise InputError(f"{p}: not a NIfTI (.nii, .nii.gz) or PNG mask.")
+    except InputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file for the user
+        raise InputError(f"{p}: cannot read the mask ({type(exc).__name__}: {exc}).") from None
+    if data.ndim not in (2, 3):
+        raise InputError(f"{p}: masks must be 2-D or 3-D images, this one has shape {data.shape}.")
+    if not np.issubdtype(data.dtype, np.integer) and data.dtype != bool:
+        f = np.asarray(data, dtype=float)
+        if not np.isfinite(f).all() or (f != np.round(f)).any():
+            raise InputError(f"{p}: the mask has non-integer values (a probability map?); "
+                             "threshold it into a label mask first.")
+        data = f.astype(np.int64)
+    return MaskImage(p, np.asarray(data), spacing)
+
+
+def match_masks(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike
+                ) -> tuple[list[tuple[str, Path, Path]], list[str], list[str]]:
+    """Pair masks by case name (file name without .nii/.nii.gz/.png).
+
+    Returns (pairs sorted by case, predictions without reference, references without
+    prediction).
+    """
+    def scan(d, what) -> dict[str, Path]:
+        d = Path(d)
+        if not d.exists():
+            raise InputError(f"{d}: {what} folder not found.")
+        if not d.is_dir():
+            raise InputError(f"{d}: expected a folder of {what} masks, got a file.")
+        out: dict[str, Path] = {}
+        for f in sorted(d.iterdir()):
+            cid = case_id(f)
+            if cid is None or not f.is_file():
+                continue
+            if cid in out:
+                raise InputError(f"{d}: two masks for case '{cid}' ({out[cid].name}, {f.name}).")
+            out[cid] = f
+        if not out:
+            raise InputError(f"{d}: no NIfTI (.nii, .nii.gz) or PNG masks in the {what} folder.")
+        return out
+
+    pred = scan(pred_dir, "prediction")
+    gt = scan(gt_dir, "reference")
+    pairs = [(c, pred[c], gt[c]) for c in sorted(pred) if c in gt]
+    return pairs, sorted(set(pred) - set(gt)), sorted(set(gt) - set(pred))
