@@ -1,0 +1,127 @@
+"""``pulmo triage train``: train a triage model on a hospital's own cohort."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from pulmo import DISCLAIMER
+from pulmo.errors import InputError
+
+
+def _floats(text: str, what: str, count: int | None = None) -> tuple[float, ...]:
+    try:
+        vals = tuple(float(x) for x in text.replace(";", ",").split(",") if x.strip())
+    except ValueError:
+        raise InputError(f"{what}: expected comma-separated numbers, got {text!r}.") from None
+    if not vals or (count is not None and len(vals) != count):
+        raise InputError(f"{what}: expected {count or 'some'} comma-separated number(s), got {text!r}.")
+    return vals
+
+
+def _ints(text: str, what: str) -> tuple[int, ...]:
+    vals = _floats(text, what)
+    if any(v != int(v) or v < 1 for v in vals):
+        raise InputError(f"{what}: expected positive whole numbers, got {text!r}.")
+    return tuple(int(v) for v in vals)
+
+
+def add_command(sub) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a triage model (DeepSurv ensemble + Cox) on your own cohort CSV",
+        description=(
+            "Train a triage model on a cohort CSV with the published design: a k-fold DeepSurv MLP "
+            "ensemble (early stopping on each held-out fold), then a Cox model (Efron ties) on the "
+            "scaled features plus the out-of-fold ensemble score, a Breslow baseline hazard and "
+            "low/medium/high risk cut-offs (tertiles of the predicted risk by default). Binary (0/1) "
+            "features are used as they are, the others z-scored. Rows with an empty feature cell are "
+            "dropped and counted; a missing or invalid time or event is an error. Writes the model "
+            "file (.pulmo-triage, usable with 'pulmo triage predict --model') and a report "
+            "(MODEL.report.json and .md) with cross-validated C-index and calibration. "
+            "Needs PyTorch (pip install 'pulmo[train]'). " + DISCLAIMER
+        ),
+    )
+    p.add_argument("cohort", help="cohort CSV: one row per patient, features, follow-up time (days) and event (0/1)")
+    p.add_argument("--time", required=True, metavar="COL", help="column with the follow-up time in days (> 0)")
+    p.add_argument("--event", required=True, metavar="COL", help="column with the event: 1 = event, 0 = censored")
+    p.add_argument("--features", nargs="+", metavar="COL",
+                   help="feature columns, space- or comma-separated (default: every other column except an ID column)")
+    p.add_argument("-o", "--output", required=True, metavar="MODEL_FILE", help="model file to write (.pulmo-triage)")
+    p.add_argument("--report", metavar="BASE",
+                   help="write the report to BASE.json and BASE.md (default: the model file name + .report)")
+    p.add_argument("--horizons", default="5,10,30", help="prediction horizons in days (default 5,10,30)")
+    p.add_argument("--risk-horizon", type=float, help="horizon of the risk groups (default: the largest horizon)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--risk-quantiles", default=None, metavar="Q1,Q2",
+                   help="risk cut-offs at these quantiles of the training rows' predicted risk (default tertiles)")
+    g.add_argument("--risk-cutoffs", default=None, metavar="LOW,HIGH",
+                   help="fixed cut-offs on the probability: low if P <= LOW, high if P > HIGH")
+    p.add_argument("--folds", type=int, default=5, help="cross-validation folds, one network each (default 5)")
+    p.add_argument("--members-per-fold", type=int, default=1, metavar="R",
+                   help="networks per fold, differently seeded; the ensemble has folds x R (default 1, as "
+                        "published; 3 often discriminates a little better)")
+    p.add_argument("--hidden", default="64,64", help="hidden layer sizes (default 64,64)")
+    p.add_argument("--activation", default="relu", choices=["relu", "tanh", "selu", "linear"],
+                   help="hidden activation (default relu)")
+    p.add_argument("--dropout", type=float, default=0.1, help="dropout rate (default 0.1)")
+    p.add_argument("--weight-decay", type=float, default=1e-3, help="Adam L2 weight decay (default 1e-3)")
+    p.add_argument("--learning-rate", type=float, default=3e-3, help="Adam learning rate (default 3e-3)")
+    p.add_argument("--epochs", type=int, default=1000, help="maximum epochs per network (default 1000)")
+    p.add_argument("--patience", type=int, default=50, help="early-stopping patience in epochs (default 50)")
+    p.add_argument("--batch-size", type=int, default=None, help="mini-batch size (default: full batch)")
+    p.add_argument("--ties", default="efron", choices=["efron", "breslow"], help="Cox ties (default efron)")
+    p.add_argument("--ridge", type=float, default=1e-3,
+                   help="ridge penalty of the Cox model, lifelines' penalizer scale (default 1e-3)")
+    p.add_argument("--min-events", type=int, default=10, help=argparse.SUPPRESS)
+    p.add_argument("--no-donors", action="store_true",
+                   help="do not store the training rows' feature values in the model file (the donor table "
+                        "for imputing missing values); such a model cannot impute")
+    p.add_argument("--seed", type=int, default=2020, help="random seed (default 2020)")
+    p.add_argument("--threads", type=int, default=1, help="PyTorch threads (default 1: bit-reproducible)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pulmo.triage.training import TrainingConfig, load_cohort, train_triage_model, write_report
+    from pulmo.triage.training.deepsurv import require_torch
+
+    out = Path(args.output)
+    if out.exists() and out.is_dir():
+        raise InputError(f"{out}: is a folder; give a model file name such as my-cohort.pulmo-triage.")
+    if out.resolve() == Path(args.cohort).resolve():
+        raise InputError("the model file would overwrite the cohort file; choose another name.")
+    features = None
+    if args.features:
+        features = [f.strip() for item in args.features for f in item.split(",") if f.strip()]
+    cfg = TrainingConfig(
+        folds=args.folds, members_per_fold=args.members_per_fold, hidden=_ints(args.hidden, "--hidden"), activation=args.activation,
+        dropout=args.dropout, weight_decay=args.weight_decay, learning_rate=args.learning_rate,
+        max_epochs=args.epochs, patience=args.patience, batch_size=args.batch_size, seed=args.seed,
+        cox_ties=args.ties, cox_ridge=args.ridge, horizons=_floats(args.horizons, "--horizons"),
+        risk_horizon=args.risk_horizon,
+        risk_quantiles=_floats(args.risk_quantiles, "--risk-quantiles", 2) if args.risk_quantiles else (1 / 3, 2 / 3),
+        risk_cutoffs=_floats(args.risk_cutoffs, "--risk-cutoffs", 2) if args.risk_cutoffs else None,
+        threads=args.threads, min_events=args.min_events, donors=not args.no_donors,
+    ).check()
+    cohort = load_cohort(args.cohort, time=args.time, event=args.event, features=features,
+                         min_events=cfg.min_events)
+    say = (lambda msg: None) if args.quiet else (lambda msg: print(f"pulmo: {msg}", file=sys.stderr, flush=True))
+    say(f"{cohort.n} rows ({cohort.n_events} events) and {len(cohort.features)} features: "
+        + ", ".join(cohort.features)
+        + (f"; {cohort.dropped_missing} row(s) dropped for empty feature cells" if cohort.dropped_missing else ""))
+    require_torch()
+    result = train_triage_model(cohort, cfg, progress=say)
+    base = Path(args.report) if args.report else out.with_name(
+        (out.name[: -len(out.suffix)] if out.suffix else out.name) + ".report")
+    result.model.save(out)
+    js, md = write_report(result.report, base)
+    m = result.report["metrics"]["c_index_cv"]
+    for w in result.report["warnings"]:
+        print(f"pulmo: warning: {w}", file=sys.stderr)
+    print(f"pulmo: wrote {out} and the report {js.name}, {md.name}. Cross-validated C-index: "
+          f"final {m['final']}, ensemble {m['ensemble']}, linear Cox {m['linear_cox']}. {DISCLAIMER}",
+          file=sys.stderr)
+    return 0
