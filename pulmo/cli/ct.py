@@ -10,7 +10,8 @@ from pulmo.cli import add_group
 
 
 def _add_common(p, segment_only: bool) -> None:
-    p.add_argument("input", help="DICOM folder or zip, NIfTI/NRRD/MHA file, PNG/JPG image; with --batch a folder of studies")
+    p.add_argument("input", help="DICOM folder or zip, NIfTI/NRRD/MHA file, PNG/JPG image or folder of PNG/JPG "
+                                 "slices (needs lung and lesion models); with --batch a folder of studies")
     p.add_argument("-o", "--output", required=True, help="output folder (replaced atomically when complete)")
     p.add_argument("--batch", action="store_true", help="INPUT is a folder of studies (sub-folders, zips, files); "
                    "writes OUTPUT/<study>/ and OUTPUT/summary.csv")
@@ -103,6 +104,10 @@ def _run(args, segment_only: bool) -> int:
     return 0
 
 
+def _flag_text(flag) -> str:
+    return "POSITIVE" if flag is True else ("INDETERMINATE" if flag == "indeterminate" else "negative")
+
+
 def _print_summary(results: dict, outdir) -> None:
     print(f"outputs written to {outdir}: {', '.join(results.get('outputs', []))}")
     for w in results.get("warnings", []):
@@ -114,8 +119,10 @@ def _print_summary(results: dict, outdir) -> None:
               f"involved {t['percent_involved']:.1f} % (GGO {t['ggo_ml']:.0f} mL, consolidation {t['consolidation_ml']:.0f} mL)")
         if results.get("assessable"):
             print(f"{q['severity']['name']}: {q['severity']['value']}/{q['severity']['max']}; pneumonia flag: "
-                  f"{'POSITIVE' if q['pneumonia']['flag'] else 'negative'} "
+                  f"{_flag_text(q['pneumonia']['flag'])} "
                   f"(score {q['pneumonia']['score']:.1f} %, threshold {q['pneumonia']['threshold']:.1f} %)")
+            if q["pneumonia"].get("reason"):
+                print(f"  why indeterminate: {q['pneumonia']['reason']}")
         else:
             print("not assessable: no severity score or pneumonia flag (see warnings)")
 

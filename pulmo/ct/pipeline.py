@@ -32,7 +32,7 @@ from pulmo import DISCLAIMER, __version__
 from pulmo.ct import LESION_LABELS, LOBE_LABELS, LUNG_LABELS, SCHEMA_VERSION, ZONE_LABELS
 from pulmo.ct.io import LoadOptions, load
 from pulmo.ct.io.files import IMAGE_SUFFIXES, VOLUME_SUFFIXES, suffix_of
-from pulmo.ct.quantify import ScoreParams, quality_warnings, quantify
+from pulmo.ct.quantify import ScoreParams, qualify_flag, quality_warnings, quantify
 from pulmo.ct.segment.lesions import LesionParams, segment_lesions
 from pulmo.ct.segment.lungs import LungParams, segment_lungs
 from pulmo.ct.segment.models import find_model
@@ -89,18 +89,20 @@ class _Timer:
 
 
 # ----------------------------------------------------------------------------- computing
-def compute(vol: CTVolume, options: AnalysisOptions, segment_only: bool = False, timings=None, progress=None) -> Case:
-    """Segment (and, unless ``segment_only``, quantify) a loaded volume."""
+def compute(vol: CTVolume, options: AnalysisOptions, segment_only: bool = False, timings=None, progress=None,
+            seg_writer=None) -> Case:
+    """Segment (and, unless ``segment_only``, quantify) a loaded volume.
+
+    ``seg_writer`` (a :class:`pulmo.ct.report.dicom_out.SegWriter`): each label map is handed
+    to it as soon as it is final, so the DICOM SEG encoding overlaps the following stages.
+    """
     timings = {} if timings is None else timings
     stage = _Timer(timings, progress)
     methods = {}
     with stage("lungs"):
         lung_model = find_model("lungs", options.lung_model)
         if not vol.is_hu and lung_model is None:
-            raise InputError(
-                "this is an 8-bit image, not a CT in Hounsfield units: HU thresholds mean nothing here, and the "
-                "2D path needs learned lung and lesion models (none is installed; pass --lung-model/--lesion-model "
-                "or set PULMO_CT_MODELS)")
+            raise InputError(NO_2D_MODEL)
         few = vol.shape[0] < options.lungs.few_slices
         if lung_model is not None:
             lungs = lung_model.predict(vol.array)
@@ -113,6 +115,8 @@ def compute(vol: CTVolume, options: AnalysisOptions, segment_only: bool = False,
             methods["lungs"] = "classical (threshold, airway removal, component analysis, consolidation recovery)"
     if not lungs.any():
         raise InputError(f"{Path(vol.source).name}: no lungs found in this image; is it a chest CT?")
+    if seg_writer is not None:
+        seg_writer.submit("lungs", lungs, methods["lungs"])
     lesions = regions = None
     region_kind = "zones"
     if True:  # regions and lesions are part of both analyze and segment
@@ -125,6 +129,8 @@ def compute(vol: CTVolume, options: AnalysisOptions, segment_only: bool = False,
             else:
                 regions = zones(lungs)
                 methods["regions"] = "zones: upper/middle/lower third of each lung's height"
+            if seg_writer is not None:
+                seg_writer.submit("regions", regions, methods["regions"], region_kind)
         with stage("lesions"):
             lesion_model = find_model("lesions", options.lesion_model)
             if lesion_model is not None:
@@ -138,14 +144,20 @@ def compute(vol: CTVolume, options: AnalysisOptions, segment_only: bool = False,
             else:
                 raise InputError("8-bit images need a learned lesion model (none installed); "
                                  "pass --lesion-model or set PULMO_CT_MODELS")
+            if seg_writer is not None:
+                seg_writer.submit("lesions", lesions, methods["lesions"])
     results = _base_results(vol, methods, info, region_kind)
     if not segment_only:
+        if seg_writer is not None:
+            seg_writer.pump()
         with stage("quantify"):
             warns, assessable = quality_warnings(vol, lungs, few) if vol.is_hu else ([], True)
             q = quantify(vol.array, lungs, lesions, regions, region_kind, vol.spacing, options.score)
             if not assessable:
                 q["severity"]["value"] = None
                 q["pneumonia"]["flag"] = None
+            else:
+                qualify_flag(q, warns, density_based=lesion_model is None)
             results["warnings"] = vol.warnings + warns
             results["assessable"] = assessable
             results["quantification"] = q
@@ -209,10 +221,22 @@ def _write_nifti(case: Case, arr: np.ndarray, path: Path, level: int) -> None:
 
 def write_case(case: Case, outdir: Path, options: AnalysisOptions, segment_only: bool, json_only_results=False,
                progress=None) -> list[str]:
+    with staging_dir(outdir) as tmp:
+        return write_into(case, tmp, options, segment_only, progress)
+
+
+def wants_dicom(vol: CTVolume, options: AnalysisOptions, segment_only: bool) -> bool:
+    return (options.write_dicom and not segment_only and vol.kind != "image" and vol.dicom is not None
+            and not _missing_uids(vol.dicom.headers))
+
+
+def write_into(case: Case, tmp: Path, options: AnalysisOptions, segment_only: bool, progress=None,
+               seg_writer=None) -> list[str]:
+    """Write every output of ``case`` into the (staging) folder ``tmp``."""
     timings = case.timings
     stage = _Timer(timings, progress)
     files = []
-    with staging_dir(outdir) as tmp:
+    if True:
         if case.vol.kind == "image":
             with stage("masks"):
                 stem = Path(case.vol.source).stem
@@ -220,6 +244,8 @@ def write_case(case: Case, outdir: Path, options: AnalysisOptions, segment_only:
                     Image.fromarray(arr[0].astype(np.uint8)).save(tmp / f"{stem}_{name}.png")
                     files.append(f"{stem}_{name}.png")
         else:
+            if seg_writer is not None:
+                seg_writer.pump()
             with stage("masks"):
                 outs = [("lungs.nii.gz", case.lungs), ("lesions.nii.gz", case.lesions), ("regions.nii.gz", case.regions)]
                 with ThreadPoolExecutor(max_workers=2) as pool:
@@ -234,6 +260,8 @@ def write_case(case: Case, outdir: Path, options: AnalysisOptions, segment_only:
                     z, y = im.key_slices(case.lungs, case.lesions)
                     axial = im.axial_rgb(case.vol.array, case.lungs, case.lesions, z)
                     coronal = im.coronal_rgb(case.vol.array, case.lungs, case.lesions, y, case.vol.spacing)
+            if seg_writer is not None:
+                seg_writer.pump()
             if options.write_dicom and case.vol.dicom is not None:
                 with stage("dicom"):
                     missing = _missing_uids(case.vol.dicom.headers)
@@ -242,7 +270,7 @@ def write_case(case: Case, outdir: Path, options: AnalysisOptions, segment_only:
                             "dicom_outputs_skipped", "DICOM SEG/SR/SC were not written: the source images lack "
                             + ", ".join(missing) + ", which the results must reference"))
                     else:
-                        files += _write_dicom(case, tmp, axial, coronal, z)
+                        files += _write_dicom(case, tmp, axial, coronal, z, seg_writer)
             if options.write_report:
                 with stage("report"):
                     from pulmo.ct.report import html as rh
@@ -263,12 +291,16 @@ def _missing_uids(headers) -> list[str]:
     return [k for k in need if not all(str(h.get(k, "") or "") for h in headers)]
 
 
-def _write_dicom(case: Case, tmp: Path, axial, coronal, z) -> list[str]:
+def _write_dicom(case: Case, tmp: Path, axial, coronal, z, seg_writer=None) -> list[str]:
     from pulmo.ct.report import dicom_out
 
-    methods = {"lungs": case.results["method"].get("lungs", ""), "regions": case.results["method"].get("regions", ""),
-               "lesions": case.results["method"].get("lesions", "")}
-    paths, segs = dicom_out.write_seg(case.vol, case.lungs, case.regions, case.region_kind, case.lesions, methods, tmp)
+    if seg_writer is None:
+        methods = {k: case.results["method"].get(k, "") for k in ("lungs", "regions", "lesions")}
+        paths, segs = dicom_out.write_seg(case.vol, case.lungs, case.regions, case.region_kind, case.lesions,
+                                          methods, tmp)
+    else:
+        paths, segs = seg_writer.finish()
+        case.timings["dicom_seg"] = round(seg_writer.child_seconds, 3)  # inside "dicom" unless in background
     out = [p.name for p in paths]
     if case.results.get("quantification"):
         sr = dicom_out.write_sr(case.vol, segs, case.results["quantification"], tmp)
@@ -293,14 +325,76 @@ def _json_default(o):
 
 
 # ----------------------------------------------------------------------------- entry points
+NO_2D_MODEL = ("this is an 8-bit image, not a CT in Hounsfield units: HU thresholds mean nothing here, and the "
+               "2D path needs learned lung and lesion models (none is installed; pass --lung-model/--lesion-model "
+               "or set PULMO_CT_MODELS)")
+
+
+def analyze_image_folder(path, outdir, options: AnalysisOptions, segment_only=False) -> dict:
+    """A folder of PNG/JPG slices: each image segmented independently with the learned models.
+
+    Writes ``<stem>_lungs.png`` / ``<stem>_lesions.png`` per image and one ``results.json``
+    (``images[]``: the per-image results, as for a single image). Refused (InputError, nothing
+    written) when no lung or lesion model is available.
+    """
+    from pulmo.ct.io import image_files
+    from pulmo.ct.io.files import load_image
+    from pulmo.ct.segment.models import models_available
+
+    missing = models_available({"lungs": options.lung_model, "lesions": options.lesion_model})
+    if missing:
+        raise InputError(f"{Path(path).name}: a folder of 2D images; " + NO_2D_MODEL)
+    files = image_files(Path(path))
+    stems = [f.stem for f in files]
+    t0 = time.perf_counter()
+    cases = []
+    for f in files:  # load and segment everything before writing: bad input leaves nothing behind
+        vol = load_image(f, options.load)
+        case = compute(vol, options, segment_only, {})
+        name = f.stem if stems.count(f.stem) == 1 else f.name.replace(".", "_")
+        cases.append((name, case))
+    outputs = []
+    with staging_dir(Path(outdir)) as tmp:
+        for name, case in cases:
+            for label, arr in (("lungs", case.lungs), ("lesions", case.lesions)):
+                Image.fromarray(arr[0].astype(np.uint8)).save(tmp / f"{name}_{label}.png")
+                outputs.append(f"{name}_{label}.png")
+        results = {
+            "schema_version": SCHEMA_VERSION, "pulmo_version": __version__,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "disclaimer": DISCLAIMER,
+            "input": {"source": str(path), "kind": "image-dir", "images": len(cases)},
+            "conventions": CONVENTIONS, "labels": {"lungs": LUNG_LABELS, "lesions": LESION_LABELS},
+            "images": [{"name": n, **c.results} for n, c in cases],
+            "outputs": outputs + ["results.json"], "timings_s": {"total": round(time.perf_counter() - t0, 3)},
+        }
+        (tmp / "results.json").write_text(json.dumps(results, indent=2, default=_json_default), encoding="utf-8")
+    return results
+
+
 def analyze_path(path, outdir, options: AnalysisOptions | None = None, segment_only=False, progress=None) -> dict:
     options = options or AnalysisOptions()
+    from pulmo.ct.io import input_kind
+
+    if input_kind(Path(path)) == "image-dir":
+        return analyze_image_folder(path, outdir, options, segment_only)
     timings: dict = {}
     stage = _Timer(timings, progress)
     with stage("load"):
         vol = load(path, options.load)
-    case = compute(vol, options, segment_only, timings, progress)
-    write_case(case, Path(outdir), options, segment_only, progress=progress)
+    if not wants_dicom(vol, options, segment_only):
+        case = compute(vol, options, segment_only, timings, progress)
+        write_case(case, Path(outdir), options, segment_only, progress=progress)
+        return case.results
+    from pulmo.ct.report.dicom_out import SegWriter
+
+    # DICOM SEG encoding runs in background processes from the moment each label map is ready
+    with staging_dir(Path(outdir)) as tmp:
+        writer = SegWriter(vol, tmp)
+        try:
+            case = compute(vol, options, segment_only, timings, progress, seg_writer=writer)
+            write_into(case, tmp, options, segment_only, progress, seg_writer=writer)
+        finally:
+            writer.cancel()
     return case.results
 
 
@@ -356,9 +450,13 @@ def analyze_batch(root, outroot, options: AnalysisOptions | None = None, segment
     outroot.mkdir(parents=True, exist_ok=True)
     rows = []
 
+    from pulmo.ct.io import input_kind
+
     def _load(p):
         t0 = time.perf_counter()
         try:
+            if input_kind(p) == "image-dir":
+                return "image-dir", None, 0.0  # analysed image by image below
             return load(p, options.load), None, time.perf_counter() - t0
         except PulmoError as exc:
             return None, str(exc), time.perf_counter() - t0
@@ -375,10 +473,13 @@ def analyze_batch(root, outroot, options: AnalysisOptions | None = None, segment
             results = None
             if err is None:
                 try:
-                    timings = {"load": round(t_load, 3)}
-                    case = compute(vol, options, segment_only, timings)
-                    write_case(case, outroot / name, options, segment_only)
-                    results = case.results
+                    if isinstance(vol, str):  # a folder of 2D images
+                        analyze_image_folder(item, outroot / name, options, segment_only)
+                    else:
+                        timings = {"load": round(t_load, 3)}
+                        case = compute(vol, options, segment_only, timings)
+                        write_case(case, outroot / name, options, segment_only)
+                        results = case.results
                 except PulmoError as exc:
                     err = str(exc)
             del vol

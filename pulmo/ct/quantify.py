@@ -104,6 +104,23 @@ def quantify(hu, lungs, lesions, regions, region_kind: str, spacing, params: Sco
     return out
 
 
+def qualify_flag(q: dict, warnings: list[dict], density_based: bool) -> dict:
+    """Downgrade a positive pneumonia flag to ``"indeterminate"`` when it rests on density alone
+    in lungs that read dense overall (``dense_lungs`` warning: expiration, diffuse disease or a
+    calibration offset raise the whole lung into the ground-glass band, so the percent involved
+    is not evidence of pneumonia). A negative flag stays negative (the overestimate only inflates
+    the score). ``q["pneumonia"]["reason"]`` says why. Returns ``q``."""
+    pn = q.get("pneumonia")
+    if not pn or pn.get("flag") is not True or not density_based:
+        return q
+    dense = next((w for w in warnings if w.get("code") == "dense_lungs"), None)
+    if dense is not None:
+        pn["flag"] = "indeterminate"
+        pn["reason"] = ("dense_lungs: " + dense["message"] + "; the score exceeds the threshold, but a density-based "
+                        "score cannot tell this from pneumonia (repeat at full inspiration, or use a lesion model)")
+    return q
+
+
 def quality_warnings(vol, lungs, few_slices: bool) -> tuple[list[dict], bool]:
     """Warnings about coverage and acquisition; returns (warnings, assessable)."""
     warns = []

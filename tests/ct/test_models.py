@@ -99,3 +99,77 @@ def test_png_with_models(tmp_path):
     assert set(np.unique(lesions)) == {0, 1} and (lungs[lesions == 1] == 1).all()
     res = json.loads((out / "results.json").read_text())
     assert 0 < res["quantification"]["lungs"]["total"]["percent_involved"] < 100
+
+
+def _models_2d(tmp_path, h=32, w=32):
+    lung = np.zeros((3, h, w), np.float32)
+    lung[0] = 1
+    lung[1][8:24, 2:14] = 5
+    lung[2][8:24, 18:30] = 5
+    les = np.zeros((3, h, w), np.float32)
+    les[0] = 1
+    les[1][10:14, 4:8] = 5
+    lm = _constant_map_model(tmp_path / "lungs.onnx", "lungs", lung, {"0": "bg", "1": "right", "2": "left"}, "uint8")
+    lsm = _constant_map_model(tmp_path / "lesions.onnx", "lesions", les, {"0": "bg", "1": "GGO", "2": "cons"}, "uint8")
+    return lm, lsm
+
+
+def test_image_folder_each_image_independently(tmp_path):
+    (tmp_path / "m").mkdir()
+    lm, lsm = _models_2d(tmp_path / "m")
+    src = tmp_path / "slices"
+    src.mkdir()
+    Image.fromarray(np.full((100, 120), 90, np.uint8)).save(src / "a.png")
+    Image.fromarray(np.full((64, 48), 30, np.uint8)).convert("RGB").save(src / "b.jpg")
+    out = tmp_path / "o"
+    assert main(["ct", "analyze", str(src), "-o", str(out), "--lung-model", str(lm), "--lesion-model", str(lsm),
+                 "--no-progress"]) == 0
+    a, b = np.asarray(Image.open(out / "a_lungs.png")), np.asarray(Image.open(out / "b_lungs.png"))
+    assert a.shape == (100, 120) and b.shape == (64, 48)  # each image at its own size
+    assert set(np.unique(a)) == {0, 1, 2} and (out / "a_lesions.png").exists() and (out / "b_lesions.png").exists()
+    res = json.loads((out / "results.json").read_text())
+    assert res["input"]["kind"] == "image-dir" and [i["name"] for i in res["images"]] == ["a", "b"]
+    assert all(0 < i["quantification"]["lungs"]["total"]["percent_involved"] < 100 for i in res["images"])
+
+
+def test_image_folder_without_models_refused(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("PULMO_CT_MODELS", "none")
+    src = tmp_path / "slices"
+    src.mkdir()
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(src / "a.png")
+    rc = main(["ct", "analyze", str(src), "-o", str(tmp_path / "o"), "--no-progress"])
+    assert rc == 2 and "learned lung and lesion models" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_default_model_discovery(tmp_path, monkeypatch):
+    from pulmo.ct.segment import models as m
+
+    env_dir, pkg_dir = tmp_path / "env", tmp_path / "pkg"
+    env_dir.mkdir()
+    pkg_dir.mkdir()
+    monkeypatch.setattr(m, "PACKAGED_DIR", pkg_dir)
+    monkeypatch.delenv("PULMO_CT_MODELS", raising=False)
+    assert m.default_model_paths() == {}  # packaged folder without *.onnx: not searched
+    _constant_map_model(pkg_dir / "lungs-v2.onnx", "lungs", np.ones((3, 8, 8), np.float32), {"0": "bg"})
+    _constant_map_model(pkg_dir / "lobes.onnx", "lobes", _lobe_maps(8, 8), {"0": "bg"})
+    assert m.default_model_paths() == {"lungs": pkg_dir / "lungs-v2.onnx", "lobes": pkg_dir / "lobes.onnx"}
+    _constant_map_model(env_dir / "lungs.onnx", "lungs", np.ones((3, 8, 8), np.float32), {"0": "bg"})
+    monkeypatch.setenv("PULMO_CT_MODELS", str(env_dir))
+    assert m.default_model_paths()["lungs"] == env_dir / "lungs.onnx"  # $PULMO_CT_MODELS first
+    assert m.default_model_paths()["lobes"] == pkg_dir / "lobes.onnx"  # then the packaged folder
+    assert m.find_model("lobes").task == "lobes"
+    monkeypatch.setenv("PULMO_CT_MODELS", "none")
+    assert m.default_model_paths() == {} and m.find_model("lungs") is None
+
+
+def test_batch_with_image_folder_study(tmp_path, monkeypatch):
+    (tmp_path / "m").mkdir()
+    lm, lsm = _models_2d(tmp_path / "m")
+    monkeypatch.setenv("PULMO_CT_MODELS", str(tmp_path / "m"))  # found by default discovery
+    root = tmp_path / "studies" / "slices"
+    root.mkdir(parents=True)
+    Image.fromarray(np.full((40, 50), 90, np.uint8)).save(root / "x.png")
+    out = tmp_path / "o"
+    assert main(["ct", "segment", str(tmp_path / "studies"), "-o", str(out), "--batch", "--no-progress"]) == 0
+    assert (out / "slices" / "x_lungs.png").exists() and (out / "slices" / "results.json").exists()

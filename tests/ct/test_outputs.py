@@ -131,3 +131,35 @@ def test_json_flag(tmp_path, phantom_dicom, capsys):
     printed = json.loads(capsys.readouterr().out)
     assert printed["quantification"]["severity"]["kind"] == "zone-based"
     assert not list(out.glob("*.dcm"))
+
+
+def test_seg_written_by_background_processes(tmp_path, phantom_dicom, analyzed, monkeypatch):
+    """The forked SEG writers (used with >= 4 CPUs) give the same SEGs and a consistent SR."""
+    monkeypatch.setenv("PULMO_CT_SEG_BACKGROUND", "1")
+    out = tmp_path / "bg"
+    assert main(["ct", "analyze", str(phantom_dicom), "-o", str(out), "--no-progress"]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["timings_s"]["dicom_seg"] > 0
+    for name in ("lungs", "regions", "lesions"):
+        a, b = hd.seg.segread(out / f"seg_{name}.dcm"), hd.seg.segread(analyzed / f"seg_{name}.dcm")
+        assert [s.SegmentLabel for s in a.SegmentSequence] == [s.SegmentLabel for s in b.SegmentSequence]
+        assert np.array_equal(a.get_volume().array, b.get_volume().array)
+    sr = hd.sr.srread(out / "sr_measurements.dcm")
+    seg_uids = {hd.seg.segread(out / f"seg_{n}.dcm").SOPInstanceUID for n in ("lungs", "regions")}
+    groups = sr.content.get_volumetric_roi_measurement_groups()
+    refs = {g.referenced_segment[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID for g in groups}
+    assert len(groups) == 8 and refs == seg_uids  # every group points at a SEG written by a child
+
+
+def test_background_seg_failure_leaves_nothing(tmp_path, phantom_dicom, monkeypatch, capsys):
+    from pulmo.ct.report import dicom_out
+
+    def broken(*args):
+        raise ValueError("boom")
+
+    monkeypatch.setenv("PULMO_CT_SEG_BACKGROUND", "1")
+    monkeypatch.setattr(dicom_out, "write_one_seg", broken)
+    out = tmp_path / "fail"
+    assert main(["ct", "analyze", str(phantom_dicom), "-o", str(out), "--no-progress"]) == 3
+    assert "boom" in capsys.readouterr().err
+    assert not out.exists() and not list(tmp_path.glob(".fail*"))

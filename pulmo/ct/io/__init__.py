@@ -17,7 +17,7 @@ from pulmo.ct.io.options import LoadOptions
 from pulmo.ct.volume import CTVolume
 from pulmo.errors import InputError
 
-__all__ = ["LoadOptions", "load", "list_series", "input_kind"]
+__all__ = ["LoadOptions", "load", "list_series", "input_kind", "image_files"]
 
 
 def input_kind(path: Path) -> str:
@@ -38,6 +38,12 @@ def input_kind(path: Path) -> str:
     if suf in IMAGE_SUFFIXES:
         return "image"
     return "dicom-file"
+
+
+def image_files(root: Path) -> list[Path]:
+    """The PNG/JPG files of an image folder, sorted by name."""
+    return sorted(p for p in Path(root).iterdir() if p.is_file() and not p.name.startswith(".")
+                  and suffix_of(p) in IMAGE_SUFFIXES)
 
 
 def _dicom_from_dir(root: Path, options: LoadOptions, label: str) -> CTVolume:
@@ -68,7 +74,8 @@ def load(path: str | Path, options: LoadOptions | None = None) -> CTVolume:
     if kind == "image":
         return load_image(path, options)
     if kind == "image-dir":
-        raise InputError(f"{path}: a folder of 2D images is analysed image by image; use --batch")
+        raise InputError(f"{path}: a folder of 2D images is analysed image by image (pulmo ct analyze FOLDER), "
+                         "not loaded as one volume")
     # a single DICOM file
     series, skipped = dicom.scan([path], options)
     chosen = dicom.choose(series, options, skipped, path.name)

@@ -32,9 +32,10 @@ def render(results: dict, axial_b64: str | None, coronal_b64: str | None) -> str
     pn = q.get("pneumonia")
     if results.get("assessable") and sev and pn:
         summary = (f"<p><b>{html.escape(sev['name'])}:</b> {sev['value']} / {sev['max']}</p>"
-                   f"<p><b>Pneumonia flag:</b> {'POSITIVE' if pn['flag'] else 'negative'} "
+                   f"<p><b>Pneumonia flag:</b> {_flag_text(pn['flag'])} "
                    f"({html.escape(pn['score_name'])} = {pn['score']:.1f} %, threshold {pn['threshold']:.1f} %; "
-                   f"{html.escape(pn['note'])})</p>")
+                   f"{html.escape(pn['note'])})</p>"
+                   + (f"<p><b>Why indeterminate:</b> {html.escape(pn['reason'])}</p>" if pn.get("reason") else ""))
     else:
         summary = "<p><b>No severity score or pneumonia flag:</b> the study is not assessable (see warnings).</p>"
     warns = "".join(f"<li><b>{html.escape(w['code'])}</b>: {html.escape(w['message'])}</li>"
@@ -68,3 +69,7 @@ Overlay: blue outline right lung, green outline left lung, yellow ground glass, 
 <p>Pulmo {html.escape(results.get('pulmo_version', ''))}, results schema {html.escape(results.get('schema_version', ''))}.</p>
 </body></html>
 """
+
+
+def _flag_text(flag) -> str:
+    return "POSITIVE" if flag is True else ("INDETERMINATE" if flag == "indeterminate" else "negative")

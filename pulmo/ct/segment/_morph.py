@@ -28,8 +28,23 @@ def disk(radius_mm: float, spacing, min_vox: int = 0) -> np.ndarray:
 
 
 def fill_holes_2d(mask: np.ndarray) -> np.ndarray:
-    """Fill holes slice by slice (axial)."""
-    return ndi.binary_fill_holes(mask, structure=SLICE_2D)
+    """Fill holes slice by slice (axial).
+
+    Background components are labelled in-plane (one pass of ``ndimage.label`` with a
+    2D structuring element); those not touching their slice's border are holes. Much
+    faster than ``binary_fill_holes`` (iterated dilation from the border) on big volumes.
+    """
+    mask = np.asarray(mask, bool)
+    if mask.ndim == 2:
+        return fill_holes_2d(mask[None])[0]
+    lab, n = ndi.label(~mask, structure=SLICE_2D)
+    if n == 0:
+        return mask.copy()
+    outside = np.zeros(n + 1, bool)
+    for edge in (lab[:, 0, :], lab[:, -1, :], lab[:, :, 0], lab[:, :, -1]):
+        outside[edge.ravel()] = True
+    outside[0] = False
+    return ~outside[lab]
 
 
 def crop_box(mask: np.ndarray, margin) -> tuple[slice, ...] | None:
@@ -53,24 +68,44 @@ def closing(mask: np.ndarray, structure: np.ndarray) -> np.ndarray:
 
 
 def block_reduce_mean(arr: np.ndarray, factors) -> np.ndarray:
-    """Mean over non-overlapping blocks (edges padded by replication)."""
+    """Mean over non-overlapping blocks (edges padded by replication), float32.
+
+    Sums strided views (one pass per block offset) instead of ``reshape(...).mean(axis=(1, 3, 5))``,
+    which is several times slower on large volumes.
+    """
     fz, fy, fx = factors
     if (fz, fy, fx) == (1, 1, 1):
         return arr
     pads = [(0, (-n) % f) for n, f in zip(arr.shape, factors)]
     if any(p[1] for p in pads):
         arr = np.pad(arr, pads, mode="edge")
-    z, y, x = arr.shape
-    return arr.reshape(z // fz, fz, y // fy, fy, x // fx, fx).mean(axis=(1, 3, 5), dtype=np.float32)
+    out = None
+    for dz in range(fz):
+        for dy in range(fy):
+            for dx in range(fx):
+                part = arr[dz::fz, dy::fy, dx::fx]
+                if out is None:
+                    out = part.astype(np.float32)  # a copy
+                else:
+                    out += part
+    out *= np.float32(1.0 / (fz * fy * fx))
+    return out
 
 
 def upsample_labels(labels: np.ndarray, factors, shape) -> np.ndarray:
-    """Nearest-neighbour upsampling by integer factors, cropped to ``shape``."""
-    out = labels
-    for axis, f in enumerate(factors):
-        if f > 1:
-            out = np.repeat(out, f, axis=axis)
-    return np.ascontiguousarray(out[: shape[0], : shape[1], : shape[2]])
+    """Nearest-neighbour upsampling by integer factors, cropped to ``shape``.
+
+    Fills the output by strided assignment (one pass per block offset), much faster than
+    chained ``np.repeat`` or a broadcast reshape.
+    """
+    fz, fy, fx = factors
+    out = np.empty(tuple(shape), labels.dtype)
+    for dz in range(fz):
+        for dy in range(fy):
+            for dx in range(fx):
+                view = out[dz::fz, dy::fy, dx::fx]
+                view[...] = labels[: view.shape[0], : view.shape[1], : view.shape[2]]
+    return out
 
 
 def closing_coarse(mask: np.ndarray, radius_mm: float, spacing, planar: bool = False) -> np.ndarray:

@@ -18,11 +18,13 @@ Method (all on the canonical LPS grid; x index 0 is the patient's right):
    in each slice, at the column of least lung near the midline.
 5. *Filling*: per lung, axial hole filling (vessels, nodules enclosed by lung),
    then a 3D closing with a ball of ``closing_mm`` (juxtapleural vessels, small
-   consolidations), then *consolidation recovery*: a larger closing
+   consolidations), then the *chest-wall consolidation fill*: dense voxels in the
+   concavities of each axial outline that open toward the chest wall (laterally or
+   posteriorly; see :func:`_concavities`), then *consolidation recovery*: a larger closing
    (``consolidation_mm``) whose additions are kept only where they are
    soft-tissue/fluid density (``-500..+100`` HU), inside the body, not medial to the
    lung (the mediastinum) and not bone. Dense consolidation that fills a whole
-   lobe is *not* recovered by this classical method (see docs/ct.md).
+   lobe, or an anterior one, is *not* recovered by this classical method (see docs/ct.md).
 
 Large volumes are processed on a grid coarsened by integer factors (block mean),
 and the labels brought back to full resolution by nearest-neighbour
@@ -58,6 +60,9 @@ class LungParams:
     border_hu: float = -150.0
     border_mm: float = 2.0
     few_slices: int = 8  # below this many slices, segment slice by slice
+    # Fill dense (consolidation_hu) concavities of each lung's axial outline that open toward the
+    # chest wall (broad consolidation against the ribs); see _concavities.
+    concavity_fill: bool = True
 
 
 @dataclass
@@ -321,13 +326,21 @@ def _fill(work, labels, sp, p: LungParams, info) -> np.ndarray:
         box = crop_box(m, margin)
         mb = m[box]
         filled = fill_holes_2d(closing(fill_holes_2d(mb), small))
+        wb = work[box]
+        dense = (wb > p.consolidation_hu[0]) & (wb <= p.consolidation_hu[1])
+        medial = _medial_mask(mb, side)
+        if p.concavity_fill:
+            # broad consolidation against the chest wall: dense concavities of the lung outline
+            add = _concavities(filled, side) & ~filled & dense & ~medial
+            add = _touching(ndi.binary_opening(add, structure=SLICE_2D), filled)
+            recovered += int(add.sum())
+            filled |= add
         # consolidation recovery: a large closing whose additions must be dense non-bone
         # tissue and not medial to the lung (mediastinum)
         closed = closing_coarse(filled, p.consolidation_mm, sp, planar=planar)
-        wb = work[box]
-        add = closed & ~filled & (wb > p.consolidation_hu[0]) & (wb <= p.consolidation_hu[1])
+        add = closed & ~filled & dense
         if add.any():
-            add &= ~_medial_mask(mb, side)
+            add &= ~medial
             add = ndi.binary_opening(add, structure=SLICE_2D)
             recovered += int(add.sum())
             filled |= add
@@ -335,6 +348,46 @@ def _fill(work, labels, sp, p: LungParams, info) -> np.ndarray:
         region[filled & (region == 0)] = side
     info["consolidation_recovered_ml"] = round(recovered * float(np.prod(sp)) / 1000.0, 2)
     return out
+
+
+def _concavities(m: np.ndarray, side: int) -> np.ndarray:
+    """Per axial slice, the concavities of the lung outline that open toward the chest wall.
+
+    A voxel qualifies when the lung bridges it along one in-plane axis and it lies outside the
+    lung toward the chest wall along the other: bridged along y (lung anterior and posterior
+    of it in its column) and lateral of all lung in its row; or bridged along x (lung lateral
+    and medial in its row) and posterior of all lung in its column (dependent consolidation).
+    Concavities that open medially or anteriorly do not qualify: the heart, the mediastinum and,
+    in basal slices, the liver / spleen dome, which sits in the anterior concavity of the
+    posterior lung crescent (that pattern leaked ~4 % of lung volume of soft tissue on
+    LIDC-IDRI-0001 when anterior concavities were allowed). Vectorised over the whole volume (no per-slice loop).
+    """
+    nz, ny, nx = m.shape
+    xi = np.arange(nx)[None, None, :]
+    yi = np.arange(ny)[None, :, None]
+    has_r = m.any(axis=2)[:, :, None]  # (z, y, 1): lung in the row
+    fx = np.argmax(m, axis=2)[:, :, None]
+    lx = (nx - 1 - np.argmax(m[:, :, ::-1], axis=2))[:, :, None]
+    has_c = m.any(axis=1)[:, None, :]  # (z, 1, x): lung in the column
+    fy = np.argmax(m, axis=1)[:, None, :]
+    ly = (ny - 1 - np.argmax(m[:, ::-1, :], axis=1))[:, None, :]
+    col_bridged = has_c & (yi > fy) & (yi < ly)
+    row_bridged = has_r & (xi > fx) & (xi < lx)
+    lateral = has_r & ((xi < fx) if side == 1 else (xi > lx))  # x index 0 is the patient's right
+    posterior = has_c & (yi > ly)  # y grows toward posterior
+    return (col_bridged & lateral) | (row_bridged & posterior)
+
+
+def _touching(add: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """The 3D components of ``add`` that touch ``m``."""
+    if not add.any():
+        return add
+    lab, n = ndi.label(add)
+    touch = np.unique(lab[ndi.binary_dilation(m, structure=SLICE_2D) & (lab > 0)])
+    keep = np.zeros(n + 1, bool)
+    keep[touch] = True
+    keep[0] = False
+    return keep[lab]
 
 
 def _medial_mask(m: np.ndarray, side: int) -> np.ndarray:

@@ -24,7 +24,9 @@ key                    value
 The output is ``(N, C, H, W)`` scores; the label is the arg-max over C.
 
 Where models are found: an explicit path (``--lobe-model`` etc.), else
-``$PULMO_CT_MODELS/<task>.onnx`` when that variable is set. Nothing is ever
+:func:`default_model_paths`: ``$PULMO_CT_MODELS/<task>.onnx`` when that variable
+is set, then the packaged folder ``pulmo/ct/models/`` when it holds ``*.onnx``
+files (``PULMO_CT_MODELS=none`` turns the search off). Nothing is ever
 downloaded. When no model is found the pipeline uses the classical method
 (lungs, lesions, zones instead of lobes).
 """
@@ -115,13 +117,48 @@ class OnnxSegmentationModel:
         return out
 
 
+PACKAGED_DIR = Path(__file__).resolve().parents[1] / "models"  # pulmo/ct/models/ (shipped models, if any)
+
+
+def model_search_dirs() -> list[Path]:
+    """Folders searched for ``<task>.onnx``, in order: ``$PULMO_CT_MODELS`` (when set), then the
+    packaged folder ``pulmo/ct/models/`` when it contains ``*.onnx`` files.
+    ``PULMO_CT_MODELS=none`` disables the search (classical methods only)."""
+    env = os.environ.get("PULMO_CT_MODELS", "")
+    if env.strip().lower() == "none":
+        return []
+    dirs = [Path(env)] if env else []
+    if PACKAGED_DIR.is_dir() and any(PACKAGED_DIR.glob("*.onnx")):
+        dirs.append(PACKAGED_DIR)
+    return dirs
+
+
+def default_model_paths() -> dict[str, Path]:
+    """The default model file per task found in :func:`model_search_dirs` (first folder wins):
+    ``<task>.onnx``, else the first ``<task>*.onnx`` by name (e.g. ``lungs-v2.onnx``). Only
+    paths are returned; the files are opened (and their metadata checked) by :func:`find_model`."""
+    found: dict[str, Path] = {}
+    for root in model_search_dirs():
+        for task in TASKS:
+            if task in found:
+                continue
+            exact = root / f"{task}.onnx"
+            cands = [exact] if exact.is_file() else sorted(p for p in root.glob(f"{task}*.onnx") if p.is_file())
+            if cands:
+                found[task] = cands[0]
+    return found
+
+
 def find_model(task: str, explicit: str | os.PathLike | None = None) -> OnnxSegmentationModel | None:
-    """The model for ``task``: ``explicit`` if given, else ``$PULMO_CT_MODELS/<task>.onnx``, else None."""
+    """The model for ``task``: ``explicit`` if given, else the default one (see
+    :func:`default_model_paths`), else None (classical method)."""
     if explicit:
         return OnnxSegmentationModel(explicit, expected_task=task)
-    root = os.environ.get("PULMO_CT_MODELS")
-    if root:
-        cand = Path(root) / f"{task}.onnx"
-        if cand.is_file():
-            return OnnxSegmentationModel(cand, expected_task=task)
-    return None
+    path = default_model_paths().get(task)
+    return OnnxSegmentationModel(path, expected_task=task) if path is not None else None
+
+
+def models_available(options_paths: dict[str, str | None], tasks=("lungs", "lesions")) -> list[str]:
+    """The tasks among ``tasks`` with no model (explicit path in ``options_paths`` or default)."""
+    defaults = default_model_paths()
+    return [t for t in tasks if not options_paths.get(t) and t not in defaults]
