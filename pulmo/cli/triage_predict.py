@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pulmo import DISCLAIMER
 from pulmo.errors import InputError
-from pulmo.io.atomic import atomic_path
+from pulmo.cli.rows import report_row_errors, write_text
 from pulmo.io.tables import read_table
 from pulmo.triage.model import TriageModel
 from pulmo.triage.predict import TriagePredictor
@@ -66,23 +66,13 @@ def run(args: argparse.Namespace) -> int:
     if result.attrs.get("unknown_columns"):
         print("pulmo: note: columns not used by the model (kept in the output): "
               + ", ".join(result.attrs["unknown_columns"]), file=sys.stderr)
-    failed = result["error"] != ""
-    for msg in result.loc[failed, "error"].head(20):
-        print(f"pulmo: {msg}", file=sys.stderr)
-    if failed.sum() > 20:
-        print(f"pulmo: ... and {failed.sum() - 20} more rows with errors", file=sys.stderr)
-    if args.strict and failed.any():
-        print(f"pulmo: error: {int(failed.sum())} of {len(result)} rows are invalid; nothing written (--strict).",
-              file=sys.stderr)
+    n_failed, stop = report_row_errors(result, strict=args.strict)
+    if stop:
         return 1
     text = (result.to_json(orient="records", indent=1, force_ascii=False) if args.json
             else result.to_csv(index=False, float_format="%.10g"))
-    if args.output:
-        with atomic_path(args.output) as tmp:
-            tmp.write_text(text, encoding="utf-8")
-    else:
-        sys.stdout.write(text)
+    write_text(args.output, text)
     n_imp = int((result["n_imputations"] > 0).sum())
-    print(f"pulmo: {len(result) - int(failed.sum())} of {len(result)} rows scored "
-          f"({n_imp} with imputed values), {int(failed.sum())} failed. {DISCLAIMER}", file=sys.stderr)
-    return 1 if failed.any() else 0
+    print(f"pulmo: {len(result) - n_failed} of {len(result)} rows scored "
+          f"({n_imp} with imputed values), {n_failed} failed. {DISCLAIMER}", file=sys.stderr)
+    return 1 if n_failed else 0

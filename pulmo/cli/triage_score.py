@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pulmo import DISCLAIMER
 from pulmo.errors import InputError
-from pulmo.io.atomic import atomic_path
+from pulmo.cli.rows import report_row_errors, write_text
 from pulmo.io.tables import read_table
 from pulmo.triage.scores import SCORE_NAMES, SCORES, resolve_scores, score_patient, score_table
 
@@ -49,16 +49,6 @@ def add_command(sub) -> None:
     p.set_defaults(func=run)
 
 
-def _write(path: str | None, text: str) -> None:
-    if path:
-        if Path(path).is_dir():
-            raise InputError(f"{path}: is a folder; give an output file name.")
-        with atomic_path(path) as tmp:
-            tmp.write_text(text, encoding="utf-8")
-    else:
-        sys.stdout.write(text)
-
-
 def _parse_set(items: list[str]) -> dict[str, str]:
     values: dict[str, str] = {}
     for item in items:
@@ -77,7 +67,7 @@ def run_patient(args: argparse.Namespace, keys: tuple[str, ...]) -> int:
         text = json.dumps({k: r.to_dict() for k, r in results.items()}, indent=1, ensure_ascii=False) + "\n"
     else:
         text = "\n\n".join(r.summary() for r in results.values()) + f"\n\n{DISCLAIMER}\n"
-    _write(args.output, text)
+    write_text(args.output, text)
     return 0
 
 
@@ -105,17 +95,12 @@ def run(args: argparse.Namespace) -> int:
             common = Counter(m for cell in valid[f"{k}_missing"] for m in cell.split("; ") if m).most_common()
             print(f"pulmo: note: {SCORES[k].title} could not be computed for any row; missing: "
                   + ", ".join(m for m, _ in common), file=sys.stderr)
-    for msg in result.loc[failed, "error"].head(20):
-        print(f"pulmo: {msg}", file=sys.stderr)
-    if failed.sum() > 20:
-        print(f"pulmo: ... and {failed.sum() - 20} more rows with errors", file=sys.stderr)
-    if args.strict and failed.any():
-        print(f"pulmo: error: {int(failed.sum())} of {len(result)} rows are invalid; nothing written (--strict).",
-              file=sys.stderr)
+    n_failed, stop = report_row_errors(result, strict=args.strict)
+    if stop:
         return 1
     text = (result.to_json(orient="records", indent=1, force_ascii=False) + "\n" if args.json
             else result.to_csv(index=False))
-    _write(args.output, text)
-    print(f"pulmo: {len(result) - int(failed.sum())} of {len(result)} rows scored, {int(failed.sum())} failed "
+    write_text(args.output, text)
+    print(f"pulmo: {len(result) - n_failed} of {len(result)} rows scored, {n_failed} failed "
           f"({', '.join(SCORES[k].title for k in keys)}). {DISCLAIMER}", file=sys.stderr)
-    return 1 if failed.any() else 0
+    return 1 if n_failed else 0
