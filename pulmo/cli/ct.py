@@ -20,9 +20,14 @@ def _add_common(p, segment_only: bool) -> None:
     p.add_argument("--max-file-mb", type=float, default=1024.0, help="refuse any file larger than this (default 1024)")
     p.add_argument("--rescale-intercept", type=float, help="intercept for DICOM images that lack rescale tags")
     p.add_argument("--rescale-slope", type=float, help="slope for DICOM images that lack rescale tags")
-    p.add_argument("--lung-model", help="ONNX lung model (default: $PULMO_CT_MODELS/lungs.onnx if present)")
-    p.add_argument("--lobe-model", help="ONNX lobe model (default: $PULMO_CT_MODELS/lobes.onnx if present)")
-    p.add_argument("--lesion-model", help="ONNX lesion model (default: $PULMO_CT_MODELS/lesions.onnx if present)")
+    p.add_argument("--seg-model", help="Pulmo lung + lesion network (default: the shipped pulmo/ct/models/seg.onnx; "
+                   "'none' for the classical density analysis). If it cannot load, CT volumes fall back to "
+                   "density analysis with a warning in results.json")
+    p.add_argument("--lung-model", help="plug-in ONNX lung model (default: $PULMO_CT_MODELS/lungs.onnx if present; "
+                   "overrides the shipped model for lungs)")
+    p.add_argument("--lobe-model", help="plug-in ONNX lobe model (default: $PULMO_CT_MODELS/lobes.onnx if present)")
+    p.add_argument("--lesion-model", help="plug-in ONNX lesion model (default: $PULMO_CT_MODELS/lesions.onnx if "
+                   "present; overrides the shipped model for lesions)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     if not segment_only:
         p.add_argument("--json", action="store_true", help="print results.json to standard output")
@@ -44,13 +49,21 @@ def register(subparsers) -> None:
     _add_common(p, segment_only=False)
     p.set_defaults(func=_analyze)
     p = sub.add_parser("segment", help="fast path: only lungs/lesions/regions masks",
-                       description="Write only lungs.nii.gz, lesions.nii.gz and regions.nii.gz (and results.json).")
+                       description="Write only lungs.nii.gz, lesions.nii.gz and regions.nii.gz (and results.json). "
+                       "For a folder of 8-bit PNG/JPG slices: <stem>_lungs.png and <stem>_lesions.png per image "
+                       "(the image's size; values 0/1/2), results.json and summary.csv (percent involved per image).")
     _add_common(p, segment_only=True)
     p.set_defaults(func=_segment)
     p = sub.add_parser("series", help="list the series in a DICOM folder or zip")
     p.add_argument("input")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_series)
+    try:  # `pulmo ct evaluate`: Dice of predicted 2D masks against ground truth
+        from pulmo.cli.ct_evaluate import add_command
+    except ImportError:
+        pass
+    else:
+        add_command(sub)
 
 
 def _options(args):
@@ -63,7 +76,8 @@ def _options(args):
     opts = AnalysisOptions(load=LoadOptions(
         max_file_bytes=int(args.max_file_mb * 2**20), series_uid=args.series, no_hu=args.no_hu,
         rescale_slope=args.rescale_slope, rescale_intercept=args.rescale_intercept),
-        lung_model=args.lung_model, lobe_model=args.lobe_model, lesion_model=args.lesion_model)
+        lung_model=args.lung_model, lobe_model=args.lobe_model, lesion_model=args.lesion_model,
+        seg_model=args.seg_model)
     if hasattr(args, "ggo_hu"):
         lo, hi = args.ggo_hu
         clo, chi = args.consolidation_hu

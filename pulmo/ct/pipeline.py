@@ -34,8 +34,8 @@ from pulmo.ct.io import LoadOptions, load
 from pulmo.ct.io.files import IMAGE_SUFFIXES, VOLUME_SUFFIXES, suffix_of
 from pulmo.ct.quantify import ScoreParams, qualify_flag, quality_warnings, quantify
 from pulmo.ct.segment.lesions import LesionParams, segment_lesions
-from pulmo.ct.segment.lungs import LungParams, segment_lungs
-from pulmo.ct.segment.models import find_model
+from pulmo.ct.segment.lungs import LungParams, add_learned_lesional_lung, segment_lungs
+from pulmo.ct.segment.models import find_model, load_shipped_segmenter, segmenter_description
 from pulmo.ct.segment.regions import restrict_lobes, zones
 from pulmo.ct.volume import CTVolume, warning
 from pulmo.errors import InputError, PulmoError
@@ -57,6 +57,7 @@ class AnalysisOptions:
     lung_model: str | None = None
     lobe_model: str | None = None
     lesion_model: str | None = None
+    seg_model: str | None = None  # shipped lung + lesion network (None: pulmo/ct/models/seg.onnx; "none": off)
     write_dicom: bool = True
     write_report: bool = True
     nifti_compression: int = 1
@@ -99,20 +100,55 @@ def compute(vol: CTVolume, options: AnalysisOptions, segment_only: bool = False,
     timings = {} if timings is None else timings
     stage = _Timer(timings, progress)
     methods = {}
+    sources = {}
+    extra_warnings = []
+    learned = learned_lungs = learned_lesions = None
     with stage("lungs"):
         lung_model = find_model("lungs", options.lung_model)
-        if not vol.is_hu and lung_model is None:
+        lesion_model = find_model("lesions", options.lesion_model)
+        seg = None
+        if lung_model is None or lesion_model is None:
+            seg, reason = load_shipped_segmenter(options.seg_model)
+            if seg is not None:
+                try:
+                    learned_lungs, learned_lesions = seg.segment_slices(
+                        vol.array, kind="hu" if vol.is_hu else "8bit", tta=vol.kind == "image")
+                except InputError as exc:
+                    if not vol.is_hu:
+                        raise
+                    seg, reason = None, f"the model refused this volume ({exc})"
+            if seg is None and reason is not None:
+                if not vol.is_hu and lung_model is None:
+                    raise InputError(f"{NO_2D_MODEL}; the shipped model could not be loaded: {reason}")
+                extra_warnings.append(warning(
+                    "learned_models_unavailable",
+                    f"learned models could not be loaded: {reason}; density analysis used"))
+            if seg is not None:
+                learned = segmenter_description(seg)
+        if not vol.is_hu and lung_model is None and seg is None:
             raise InputError(NO_2D_MODEL)
         few = vol.shape[0] < options.lungs.few_slices
+        info = {}
         if lung_model is not None:
             lungs = lung_model.predict(vol.array)
             lungs[lungs > 2] = 0
             methods["lungs"] = f"model {lung_model.path.name} ({lung_model.version})"
-            info = {}
+            sources["lungs"] = "plug-in model"
+        elif seg is not None and not vol.is_hu:
+            lungs = learned_lungs
+            methods["lungs"] = f"learned model {learned['file']} ({learned['version']})"
+            sources["lungs"] = "learned"
         else:
             res = segment_lungs(vol.array, vol.spacing, options.lungs)
             lungs, info = res.labels, res.info
             methods["lungs"] = "classical (threshold, airway removal, component analysis, consolidation recovery)"
+            sources["lungs"] = "classical"
+            if seg is not None:
+                added = add_learned_lesional_lung(lungs, learned_lungs, learned_lesions, res.airway)
+                methods["lungs"] += (f" + lung that the learned model {learned['file']} ({learned['version']}) "
+                                     "labels as lesion")
+                sources["lungs"] = "classical+learned"
+                info = {**info, "learned_lesional_lung_voxels_added": added}
     if not lungs.any():
         raise InputError(f"{Path(vol.source).name}: no lungs found in this image; is it a chest CT?")
     if seg_writer is not None:
@@ -132,21 +168,29 @@ def compute(vol: CTVolume, options: AnalysisOptions, segment_only: bool = False,
             if seg_writer is not None:
                 seg_writer.submit("regions", regions, methods["regions"], region_kind)
         with stage("lesions"):
-            lesion_model = find_model("lesions", options.lesion_model)
             if lesion_model is not None:
                 lesions = lesion_model.predict(vol.array)
                 lesions[(lungs == 0) | (lesions > 2)] = 0
                 methods["lesions"] = f"model {lesion_model.path.name} ({lesion_model.version})"
+                sources["lesions"] = "plug-in model"
+            elif seg is not None:
+                lesions = learned_lesions
+                lesions[(lungs == 0) | (lesions > 2)] = 0
+                methods["lesions"] = f"learned model {learned['file']} ({learned['version']}), within the lung mask"
+                sources["lesions"] = "learned"
             elif vol.is_hu:
                 lesions = segment_lesions(vol.array, lungs, vol.spacing, options.lesions)
                 methods["lesions"] = (f"density bands GGO {options.lesions.ggo_hu} HU, consolidation "
                                       f"{options.lesions.consolidation_hu} HU, vessel suppression")
+                sources["lesions"] = "density"
             else:
                 raise InputError("8-bit images need a learned lesion model (none installed); "
                                  "pass --lesion-model or set PULMO_CT_MODELS")
             if seg_writer is not None:
                 seg_writer.submit("lesions", lesions, methods["lesions"])
     results = _base_results(vol, methods, info, region_kind)
+    results["method"]["source"] = sources
+    results["method"]["learned_model"] = learned
     if not segment_only:
         if seg_writer is not None:
             seg_writer.pump()
@@ -157,12 +201,12 @@ def compute(vol: CTVolume, options: AnalysisOptions, segment_only: bool = False,
                 q["severity"]["value"] = None
                 q["pneumonia"]["flag"] = None
             else:
-                qualify_flag(q, warns, density_based=lesion_model is None)
-            results["warnings"] = vol.warnings + warns
+                qualify_flag(q, warns, density_based=sources.get("lesions") == "density")
+            results["warnings"] = vol.warnings + extra_warnings + warns
             results["assessable"] = assessable
             results["quantification"] = q
     else:
-        results["warnings"] = list(vol.warnings)
+        results["warnings"] = list(vol.warnings) + extra_warnings
     return Case(vol, lungs, lesions, regions, region_kind, results, timings)
 
 
@@ -326,16 +370,34 @@ def _json_default(o):
 
 # ----------------------------------------------------------------------------- entry points
 NO_2D_MODEL = ("this is an 8-bit image, not a CT in Hounsfield units: HU thresholds mean nothing here, and the "
-               "2D path needs learned lung and lesion models (none is installed; pass --lung-model/--lesion-model "
-               "or set PULMO_CT_MODELS)")
+               "2D path needs learned lung and lesion models (the shipped pulmo/ct/models/seg.onnx, or "
+               "--lung-model/--lesion-model, or PULMO_CT_MODELS)")
+
+IMAGE_SUMMARY_FIELDS = ["name", "width", "height", "lung_pixels", "ggo_pixels", "consolidation_pixels",
+                        "percent_involved", "warning"]
+
+
+def _image_summary(name: str, lungs: np.ndarray, lesions: np.ndarray) -> dict:
+    """Per-image figures of the 2D path (pixels; percent of the lung mask that is lesion)."""
+    lung = lungs > 0
+    n_lung = int(lung.sum())
+    row = {"name": name, "width": int(lungs.shape[-1]), "height": int(lungs.shape[-2]), "lung_pixels": n_lung,
+           "ggo_pixels": int(((lesions == 1) & lung).sum()), "consolidation_pixels": int(((lesions == 2) & lung).sum()),
+           "percent_involved": round(100.0 * int(((lesions > 0) & lung).sum()) / n_lung, 2) if n_lung else 0.0,
+           "warning": ""}
+    if n_lung < 0.005 * lungs.size:
+        row["warning"] = "little or no lung found: is this an axial chest-CT slice?"
+    return row
 
 
 def analyze_image_folder(path, outdir, options: AnalysisOptions, segment_only=False) -> dict:
-    """A folder of PNG/JPG slices: each image segmented independently with the learned models.
+    """A folder of PNG/JPG slices: each image segmented independently with the learned models
+    (by default the shipped network, with flip test-time augmentation; or the plug-in models).
 
-    Writes ``<stem>_lungs.png`` / ``<stem>_lesions.png`` per image and one ``results.json``
-    (``images[]``: the per-image results, as for a single image). Refused (InputError, nothing
-    written) when no lung or lesion model is available.
+    Writes ``<stem>_lungs.png`` / ``<stem>_lesions.png`` per image (the image's size), one
+    ``results.json`` (``images[]``: the per-image results, as for a single image, each with a
+    ``summary``) and ``summary.csv`` (per image: lung / lesion pixels, percent involved).
+    Refused (InputError, nothing written) when no learned lung or lesion model is available.
     """
     from pulmo.ct.io import image_files
     from pulmo.ct.io.files import load_image
@@ -343,7 +405,10 @@ def analyze_image_folder(path, outdir, options: AnalysisOptions, segment_only=Fa
 
     missing = models_available({"lungs": options.lung_model, "lesions": options.lesion_model})
     if missing:
-        raise InputError(f"{Path(path).name}: a folder of 2D images; " + NO_2D_MODEL)
+        seg, reason = load_shipped_segmenter(options.seg_model)
+        if seg is None:
+            raise InputError(f"{Path(path).name}: a folder of 2D images; " + NO_2D_MODEL
+                             + (f"; the shipped model could not be loaded: {reason}" if reason else ""))
     files = image_files(Path(path))
     stems = [f.stem for f in files]
     t0 = time.perf_counter()
@@ -352,6 +417,7 @@ def analyze_image_folder(path, outdir, options: AnalysisOptions, segment_only=Fa
         vol = load_image(f, options.load)
         case = compute(vol, options, segment_only, {})
         name = f.stem if stems.count(f.stem) == 1 else f.name.replace(".", "_")
+        case.results["summary"] = _image_summary(name, case.lungs[0], case.lesions[0])
         cases.append((name, case))
     outputs = []
     with staging_dir(Path(outdir)) as tmp:
@@ -359,13 +425,20 @@ def analyze_image_folder(path, outdir, options: AnalysisOptions, segment_only=Fa
             for label, arr in (("lungs", case.lungs), ("lesions", case.lesions)):
                 Image.fromarray(arr[0].astype(np.uint8)).save(tmp / f"{name}_{label}.png")
                 outputs.append(f"{name}_{label}.png")
+        with open(tmp / "summary.csv", "w", newline="", encoding="utf-8") as fh:
+            w = csv.DictWriter(fh, fieldnames=IMAGE_SUMMARY_FIELDS)
+            w.writeheader()
+            w.writerows(c.results["summary"] for _, c in cases)
+        method = cases[0][1].results.get("method", {}) if cases else {}
         results = {
             "schema_version": SCHEMA_VERSION, "pulmo_version": __version__,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "disclaimer": DISCLAIMER,
             "input": {"source": str(path), "kind": "image-dir", "images": len(cases)},
             "conventions": CONVENTIONS, "labels": {"lungs": LUNG_LABELS, "lesions": LESION_LABELS},
+            "method": {k: method.get(k) for k in ("lungs", "lesions", "source", "learned_model")},
             "images": [{"name": n, **c.results} for n, c in cases],
-            "outputs": outputs + ["results.json"], "timings_s": {"total": round(time.perf_counter() - t0, 3)},
+            "outputs": outputs + ["summary.csv", "results.json"],
+            "timings_s": {"total": round(time.perf_counter() - t0, 3)},
         }
         (tmp / "results.json").write_text(json.dumps(results, indent=2, default=_json_default), encoding="utf-8")
     return results

@@ -13,6 +13,16 @@ sys.path.insert(0, str(Path(__file__).parent))
 from ct_synth import phantom, write_series  # noqa: E402
 
 
+@pytest.fixture(scope="session", autouse=True)
+def classical_by_default():
+    """Most CT tests check the classical (density) method: pin it with ``PULMO_CT_MODELS=none``.
+    Tests of the shipped learned model undo this with ``monkeypatch.delenv("PULMO_CT_MODELS")``.
+    Session-scoped and autouse, so it is in place before the session fixtures run the CLI."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PULMO_CT_MODELS", "none")
+        yield
+
+
 @pytest.fixture(scope="session")
 def phantom_data():
     return phantom()

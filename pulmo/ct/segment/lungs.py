@@ -428,3 +428,28 @@ def _refine_upsampled(hu, labels_w, factors, p: LungParams) -> np.ndarray:
     band &= hu >= p.air_hu
     up[band] = 0
     return up
+
+
+def add_learned_lesional_lung(labels: np.ndarray, learned_lungs: np.ndarray, learned_lesions: np.ndarray,
+                              airway: np.ndarray | None = None) -> int:
+    """Add to the classical mask ``labels`` (in place) the voxels that the learned model labels
+    both lung and lesion but the classical method missed: consolidated or ground-glass lung
+    (dense, so below the air threshold) at the lung's edge. The classical trachea/bronchi
+    exclusion is kept (the airway, dilated in-plane by one voxel, is never added), and each
+    added voxel takes the side (1 right / 2 left) of the nearest classical lung voxel, because
+    the network's right/left split is less reliable than the classical one (docs/ct.md).
+
+    Only lesion-labelled lung is added: the plain union with the network's lung mask lowered
+    the lung Dice on the CIP reference (0.986 -> 0.921) by adding a rim around healthy lung.
+    Returns the number of voxels added."""
+    add = (labels == 0) & (learned_lungs > 0) & (learned_lesions > 0)
+    if airway is not None:
+        add &= ~ndi.binary_dilation(airway, structure=SLICE_2D)
+    n = int(add.sum())
+    if n == 0 or not labels.any():
+        return 0
+    box = crop_box(add | (labels > 0), (1, 1, 1))
+    sub, a = labels[box], add[box]
+    idx = ndi.distance_transform_edt(sub == 0, return_distances=False, return_indices=True)
+    sub[a] = sub[tuple(i[a] for i in idx)]
+    return n

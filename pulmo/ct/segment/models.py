@@ -162,3 +162,37 @@ def models_available(options_paths: dict[str, str | None], tasks=("lungs", "lesi
     """The tasks among ``tasks`` with no model (explicit path in ``options_paths`` or default)."""
     defaults = default_model_paths()
     return [t for t in tasks if not options_paths.get(t) and t not in defaults]
+
+
+# ----------------------------------------------------------------------------- the shipped model
+def learned_models_disabled(explicit: str | os.PathLike | None = None) -> bool:
+    """True when the shipped lung + lesion model must not be used: ``PULMO_CT_MODELS=none``
+    or an explicit ``--seg-model none``."""
+    if explicit is not None and str(explicit).strip().lower() == "none":
+        return True
+    return os.environ.get("PULMO_CT_MODELS", "").strip().lower() == "none"
+
+
+def load_shipped_segmenter(explicit: str | os.PathLike | None = None):
+    """``(segmenter, None)`` for Pulmo's shipped lung + lesion network (``pulmo/ct/models/seg.onnx``,
+    see :mod:`pulmo.ct.models`) or the file ``explicit``; ``(None, reason)`` when it is disabled
+    (``reason`` None) or cannot be loaded (``reason`` says why; the caller falls back to the
+    density method and reports it)."""
+    if learned_models_disabled(explicit):
+        return None, None
+    try:
+        from pulmo.ct.models import load_segmenter
+
+        return load_segmenter(explicit or None), None
+    except ImportError as exc:
+        return None, f"the model runtime is not available ({exc})"
+    except ModelError as exc:
+        return None, str(exc)
+
+
+def segmenter_description(seg) -> dict:
+    """What results.json records about the shipped model that was used."""
+    meta = seg.metadata
+    return {"file": Path(meta.get("path", "")).name, "version": meta.get("version", "unknown"),
+            "quantization": meta.get("quantization", "unknown"), "input_size": meta.get("input_size"),
+            "hu_window": meta.get("hu_window")}
