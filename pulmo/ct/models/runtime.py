@@ -1,0 +1,269 @@
+"""Run Pulmo's shipped lung + lesion segmentation network (onnxruntime + numpy only).
+
+Usage::
+
+    from pulmo.ct.models import load_segmenter
+    seg = load_segmenter()                      # the shipped model (pulmo/ct/models/seg.onnx)
+    lungs, lesions = seg.segment_slices(volume_hu, kind="hu")     # (N, H, W) each, uint8
+    lungs, lesions = seg.segment_slices(images_uint8, kind="8bit")
+    seg.metadata                                # version, input size, HU window, classes...
+
+Labels: ``lungs`` 0 background, 1 the lung on the image's left (the patient's right
+in the radiological view / the canonical LPS grid), 2 the other lung; ``lesions``
+0 background, 1 ground-glass opacity, 2 consolidation.
+
+Any failure to load or run the model raises :class:`pulmo.errors.ModelError` (the
+pipeline catches it and falls back to the density method); bad input raises
+:class:`pulmo.errors.InputError`. Nothing is ever downloaded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pulmo.errors import InputError, ModelError
+
+MODEL_DIR = Path(__file__).resolve().parent
+DEFAULT_MODEL = MODEL_DIR / "seg.onnx"
+LUNG_CLASSES = {0: "background", 1: "image-left lung (patient right)", 2: "image-right lung (patient left)"}
+LESION_CLASSES = {0: "background", 1: "ground-glass opacity", 2: "consolidation"}
+KINDS = ("8bit", "hu")
+MIN_SIDE, MAX_SIDE = 32, 4096
+
+
+@dataclass
+class SegmenterInfo:
+    """What the ONNX file says about itself (its ``metadata_props``)."""
+
+    path: str
+    version: str
+    input_size: tuple[int, int]
+    hu_window: tuple[float, float]
+    lung_classes: dict = field(default_factory=lambda: dict(LUNG_CLASSES))
+    lesion_classes: dict = field(default_factory=lambda: dict(LESION_CLASSES))
+    quantization: str = "unknown"
+    licence: str = ""
+
+    def as_dict(self) -> dict:
+        return {"path": self.path, "version": self.version, "input_size": list(self.input_size),
+                "hu_window": list(self.hu_window), "lung_classes": self.lung_classes,
+                "lesion_classes": self.lesion_classes, "quantization": self.quantization, "licence": self.licence}
+
+
+def default_threads() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class Segmenter:
+    """The lung + lesion network, loaded once and applied to stacks of axial slices."""
+
+    def __init__(self, path: str | os.PathLike | None = None, threads: int | None = None):
+        self.path = Path(path) if path is not None else DEFAULT_MODEL
+        if not self.path.is_file():
+            raise ModelError(f"segmentation model not found: {self.path}"
+                             + (" (the package was installed without its model files)" if path is None else ""))
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:  # pragma: no cover - onnxruntime is a core dependency
+            raise ModelError(f"onnxruntime is not installed, cannot run {self.path.name}") from exc
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = int(threads or default_threads())
+        opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            self.session = ort.InferenceSession(str(self.path), sess_options=opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001 - any load failure is a model problem
+            raise ModelError(f"{self.path.name}: not a loadable ONNX model ({type(exc).__name__}: {exc})") from exc
+        meta = dict(self.session.get_modelmeta().custom_metadata_map)
+        try:
+            if meta.get("pulmo.task") != "lungs+lesions":
+                raise KeyError("pulmo.task is not 'lungs+lesions'")
+            h, w = (int(v) for v in meta["pulmo.input_size"].split(","))
+            lo, hi = (float(v) for v in meta["pulmo.hu_window"].split(","))
+            if not (h > 0 and w > 0 and hi > lo):
+                raise ValueError("bad input size or window")
+            outs = json.loads(meta.get("pulmo.outputs", "{}"))
+        except (KeyError, ValueError) as exc:
+            raise ModelError(f"{self.path.name}: missing or invalid Pulmo metadata ({exc}); "
+                             "not a Pulmo segmentation model") from exc
+        names_in = [i.name for i in self.session.get_inputs()]
+        names_out = [o.name for o in self.session.get_outputs()]
+        if names_in != ["image"] or names_out != ["lungs", "lesions"]:
+            raise ModelError(f"{self.path.name}: unexpected graph signature {names_in} -> {names_out}")
+        self.info = SegmenterInfo(
+            path=str(self.path), version=meta.get("pulmo.version", "unknown"), input_size=(h, w), hu_window=(lo, hi),
+            lung_classes={int(k): v for k, v in outs.get("lungs", LUNG_CLASSES).items()},
+            lesion_classes={int(k): v for k, v in outs.get("lesions", LESION_CLASSES).items()},
+            quantization=meta.get("pulmo.quantization", "unknown"), licence=meta.get("pulmo.licence", ""))
+
+    # ------------------------------------------------------------------ public API
+    @property
+    def metadata(self) -> dict:
+        return self.info.as_dict()
+
+    @property
+    def version(self) -> str:
+        return self.info.version
+
+    def segment_slices(self, images, kind: str = "8bit", spacing=None, batch: int = 32, tta: bool = False):
+        """Segment a stack of axial slices.
+
+        ``images``: ``(N, H, W)`` (or one ``(H, W)`` slice) -- 8-bit grey levels 0..255
+        (``kind="8bit"``) or Hounsfield units (``kind="hu"``; the fixed lung window of the
+        model is applied). Slices of any size are resized to the network size and the
+        labels are resized back (nearest), so outputs have the input's shape.
+        ``spacing`` (optional ``(z, y, x)`` or ``(y, x)`` mm) is only sanity-checked:
+        the network is 2D and works on the slice grid as given.
+
+        ``tta=True`` also segments the horizontally, vertically and doubly flipped slices and
+        takes a per-pixel majority vote (4x the cost; used for 2D images, not volumes).
+
+        Returns ``(lungs, lesions)``, uint8 arrays of the input's shape (see module doc).
+        """
+        arr = self._check(images, kind, spacing)
+        squeeze = arr.ndim == 2
+        if squeeze:
+            arr = arr[None]
+        n, H, W = arr.shape
+        h, w = self.info.input_size
+        lungs = np.empty((n, H, W), np.uint8)
+        lesions = np.empty((n, H, W), np.uint8)
+        yi = np.minimum((np.arange(H) * h) // H, h - 1)
+        xi = np.minimum((np.arange(W) * w) // W, w - 1)
+        for s in range(0, n, batch):
+            x = self._prepare(arr[s:s + batch], kind)
+            lu, le = self._run_tta(x) if tta else self._run(x)
+            if (H, W) == (h, w):
+                lungs[s:s + batch], lesions[s:s + batch] = lu, le
+            elif H % h == 0 and W % w == 0:
+                fy, fx = H // h, W // w
+                lungs[s:s + batch] = np.repeat(np.repeat(lu, fy, 1), fx, 2)
+                lesions[s:s + batch] = np.repeat(np.repeat(le, fy, 1), fx, 2)
+            else:
+                lungs[s:s + batch] = lu[:, yi][:, :, xi]
+                lesions[s:s + batch] = le[:, yi][:, :, xi]
+        if squeeze:
+            return lungs[0], lesions[0]
+        return lungs, lesions
+
+    # ------------------------------------------------------------------ internals
+    def _run(self, x: np.ndarray):
+        try:
+            return self.session.run(None, {"image": x})
+        except Exception as exc:  # noqa: BLE001
+            raise ModelError(f"{self.path.name}: inference failed ({type(exc).__name__}: {exc})") from exc
+
+    def _run_tta(self, x: np.ndarray):
+        """Majority vote over identity, h-flip, v-flip and both (lung labels 1/2 swap under h-flips)."""
+        n = len(x)
+        views = np.concatenate([x, x[..., ::-1], x[..., ::-1, :], x[..., ::-1, ::-1]])
+        lu, le = self._run(np.ascontiguousarray(views))
+        swap = np.array([0, 2, 1], np.uint8)
+        lus = [lu[:n], swap[lu[n:2 * n, :, ::-1]], lu[2 * n:3 * n, ::-1], swap[lu[3 * n:, ::-1, ::-1]]]
+        les = [le[:n], le[n:2 * n, :, ::-1], le[2 * n:3 * n, ::-1], le[3 * n:, ::-1, ::-1]]
+        return _vote(lus), _vote(les)
+
+    def _check(self, images, kind, spacing) -> np.ndarray:
+        if kind not in KINDS:
+            raise InputError(f"kind must be one of {KINDS}, not {kind!r}")
+        arr = np.asarray(images)
+        if arr.ndim == 4 and arr.shape[-1] in (3, 4) or arr.ndim == 3 and arr.shape[-1] in (3, 4) and arr.shape[0] > 4:
+            raise InputError(f"images of shape {arr.shape} look like colour images; give grey-level slices (N, H, W)")
+        if arr.ndim not in (2, 3):
+            raise InputError(f"expected slices of shape (N, H, W) or (H, W), got an array of shape {arr.shape}")
+        if arr.size == 0:
+            raise InputError("no slices given (empty array)")
+        H, W = arr.shape[-2:]
+        if min(H, W) < MIN_SIDE or max(H, W) > MAX_SIDE:
+            raise InputError(f"slice size {H}x{W} out of range ({MIN_SIDE}..{MAX_SIDE} pixels per side)")
+        if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+            raise InputError(f"slices must be numeric grey levels, not {arr.dtype}")
+        if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
+            raise InputError("slices contain NaN or infinite values")
+        lo, hi = float(arr.min()), float(arr.max())
+        if kind == "8bit" and (lo < 0 or hi > 255):
+            raise InputError(f"8-bit slices must lie in 0..255, got {lo:g}..{hi:g} "
+                             "(a 16-bit image or HU data? for HU give kind='hu')")
+        if kind == "hu":
+            if lo >= 0 and hi <= 255:
+                raise InputError(f"values {lo:g}..{hi:g} look like an 8-bit image, not Hounsfield units; "
+                                 "use kind='8bit'")
+            if lo < -4000 or hi > 40000:
+                raise InputError(f"values {lo:g}..{hi:g} are not plausible Hounsfield units")
+        if spacing is not None:
+            sp = np.asarray(spacing, float).ravel()
+            if sp.size not in (2, 3) or not np.all(np.isfinite(sp)) or np.any(sp <= 0):
+                raise InputError(f"spacing must be 2 or 3 positive numbers in mm, got {spacing!r}")
+        return arr
+
+    def _prepare(self, chunk: np.ndarray, kind: str) -> np.ndarray:
+        if kind == "hu":
+            lo, hi = self.info.hu_window
+        else:
+            lo, hi = 0.0, 255.0
+        x = resize_stack(chunk, self.info.input_size)
+        x -= np.float32(lo)
+        x *= np.float32(1.0 / (hi - lo))
+        np.clip(x, 0.0, 1.0, out=x)
+        return x[:, None]
+
+
+def _vote(maps) -> np.ndarray:
+    """Per pixel: foreground when at least half of the maps say so, then the commoner of
+    classes 1 and 2 among them (1 on ties)."""
+    c1 = sum((m == 1).astype(np.uint8) for m in maps)
+    c2 = sum((m == 2).astype(np.uint8) for m in maps)
+    fg = 2 * (c1 + c2) >= len(maps)
+    return np.where(fg, np.where(c1 >= c2, 1, 2), 0).astype(np.uint8)
+
+
+def resize_stack(chunk: np.ndarray, size) -> np.ndarray:
+    """(n, H, W) -> (n, h, w) float32: block mean for integer factors, else bilinear (Pillow,
+    which filters like an area average when shrinking) -- as in training."""
+    h, w = size
+    n, H, W = chunk.shape
+    if (H, W) == (h, w):
+        return chunk.astype(np.float32, copy=True)
+    if H % h == 0 and W % w == 0:
+        fy, fx = H // h, W // w
+        if (fy, fx) == (2, 2):  # the common 512 -> 256 case: four strided views, no temporaries per pixel
+            out = chunk[:, 0::2, 0::2].astype(np.float32)
+            out += chunk[:, 1::2, 0::2]
+            out += chunk[:, 0::2, 1::2]
+            out += chunk[:, 1::2, 1::2]
+            out *= np.float32(0.25)
+            return out
+        return chunk.reshape(n, h, fy, w, fx).mean(axis=(2, 4), dtype=np.float32)
+    from PIL import Image
+
+    out = np.empty((n, h, w), np.float32)
+    for i in range(n):
+        out[i] = np.asarray(Image.fromarray(np.ascontiguousarray(chunk[i], dtype=np.float32), mode="F")
+                            .resize((w, h), Image.BILINEAR))
+    return out
+
+
+_CACHE: dict = {}
+
+
+def load_segmenter(path: str | os.PathLike | None = None, threads: int | None = None) -> Segmenter:
+    """The segmenter for ``path`` (default: the shipped ``seg.onnx``), cached per (path, threads).
+
+    Raises :class:`pulmo.errors.ModelError` when the file is missing, corrupt or not a
+    Pulmo lung + lesion model."""
+    p = Path(path).resolve() if path is not None else DEFAULT_MODEL
+    key = (str(p), threads, p.stat().st_mtime_ns if p.is_file() else None)
+    seg = _CACHE.get(key)
+    if seg is None:
+        seg = Segmenter(p, threads=threads)
+        _CACHE.clear()
+        _CACHE[key] = seg
+    return seg

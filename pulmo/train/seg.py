@@ -1,0 +1,390 @@
+"""Train Pulmo's lung + lesion segmentation network and export it to ONNX.
+
+    python -m pulmo.train.seg train  --out build/seg/run1 [--iters 4000] [--seed 0]
+    python -m pulmo.train.seg export --out build/seg/run1 [--model pulmo/ct/models/seg.onnx]
+    python -m pulmo.train.seg_eval   --model pulmo/ct/models/seg.onnx
+
+``train`` writes ``checkpoint.pt`` (model, optimiser, RNG state, iteration) every
+``--ckpt-every`` iterations and resumes from it when run again with the same
+``--out``; ``train.log`` records the losses. Seeded: the same command on the same
+data and thread count gives the same weights. See ``docs/models.md`` for the recipe.
+
+Needs the ``train`` extra (PyTorch, onnx); imported lazily so that the package
+never needs PyTorch to predict.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from pulmo.train import seg_data as D
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+# ----------------------------------------------------------------------------- data
+
+def build_cache(root: Path, cache: Path) -> dict:
+    """Load every training source once (the DICOM series takes ~20 s) into an .npz."""
+    if cache.is_file():
+        with np.load(cache, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    names, idx, im, lu, le = D.load_png_set(root)
+    train = idx < D.PNG_TEST_START - D.PNG_GAP
+    ms_train, _ = D.medseg_names(root)
+    ms_im, ms_le = D.load_medseg(root, ms_train)
+    hu, hu_lungs, _ = D.load_lidc(root)
+    data = dict(png_im=im[train], png_lu=lu[train], png_le=le[train], ms_im=ms_im, ms_le=ms_le,
+                hu=hu.astype(np.float32), hu_lu=hu_lungs)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(cache, **data)
+    return data
+
+
+class Sampler:
+    """Draws mixed batches: MedSeg (full 3-class lesions), PNG (binary lesions, L/R lungs),
+    LIDC HU slices with simulated lesions (or none) in a randomised lung window."""
+
+    def __init__(self, data: dict, rng: np.random.Generator, p_ms=0.35, p_png=0.45):
+        self.d, self.rng = data, rng
+        self.p = np.array([p_ms, p_png, 1 - p_ms - p_png])
+
+    def one(self):
+        d, rng = self.d, self.rng
+        src = rng.choice(3, p=self.p)
+        if src == 0:
+            i = rng.integers(len(d["ms_im"]))
+            lab = d["ms_le"][i]
+            lungs = (lab > 0).astype(np.uint8)  # lesions lie in the lung: positive-only lung supervision
+            return d["ms_im"][i] / 255.0, lungs, lab, D.LUNG_POSITIVE_ONLY, D.LES_FULL
+        if src == 1:
+            i = rng.integers(len(d["png_im"]))
+            return d["png_im"][i] / 255.0, d["png_lu"][i], d["png_le"][i], D.LUNG_LR, D.LES_BINARY
+        i = rng.integers(len(d["hu"]))
+        hu, lungs = d["hu"][i], d["hu_lu"][i]
+        lab = np.zeros_like(lungs)
+        if rng.random() < 0.7:
+            hu, lab = D.simulate_lesions(hu, lungs, rng)
+        lo = D.HU_WINDOW[0] + rng.uniform(-150, 150)
+        hi = D.HU_WINDOW[1] + rng.uniform(-150, 250)
+        return D.window(hu, lo, hi), lungs, lab, D.LUNG_LR, D.LES_FULL
+
+    def batch(self, n):
+        items = [self.one() for _ in range(n)]
+        x = np.stack([it[0] for it in items]).astype(np.float32)[:, None]
+        lu = np.stack([it[1] for it in items]).astype(np.int64)
+        le = np.stack([it[2] for it in items]).astype(np.int64)
+        lm = np.array([it[3] for it in items])
+        em = np.array([it[4] for it in items])
+        return x, lu, le, lm, em
+
+
+def augment(torch, F, x, lu, le, lm, gen):
+    """Geometric (affine, 90-degree rotations, flips) and strong intensity augmentation,
+    on a batch of tensors. Lung L/R labels follow horizontal flips; after an odd
+    90-degree rotation left/right is undefined, so only the lung union is supervised."""
+    n = x.shape[0]
+    lu = lu.clone()
+    lm = lm.clone()
+    # rotations by k*90 degrees and flips (MedSeg slices are stored rotated by 90)
+    for i in range(n):
+        k = int(torch.randint(0, 4, (1,), generator=gen))
+        hflip = bool(torch.rand(1, generator=gen) < 0.5)
+        xi, ui, ei = x[i], lu[i], le[i]
+        if k:
+            xi, ui, ei = (torch.rot90(t, k, dims=(-2, -1)) for t in (xi, ui, ei))
+        if hflip:
+            xi, ui, ei = (torch.flip(t, dims=(-1,)) for t in (xi, ui, ei))
+        if lm[i] == D.LUNG_LR:
+            if k % 2 == 1:
+                lm[i] = D.LUNG_BINARY
+            elif (k == 2) != hflip:  # rot180 or hflip alone swap image-left and image-right
+                ui = torch.where(ui == 1, 2, torch.where(ui == 2, 1, ui))
+        x[i], lu[i], le[i] = xi, ui, ei
+    # random affine: scale, rotation, anisotropic stretch, shift
+    ang = (torch.rand(n, generator=gen) - 0.5) * 2 * math.radians(15)
+    sc = 1 / (0.8 + 0.45 * torch.rand(n, generator=gen))
+    st = 0.85 + 0.3 * torch.rand(n, generator=gen)
+    tx, ty = ((torch.rand(n, generator=gen) - 0.5) * 0.2 for _ in range(2))
+    cos, sin = torch.cos(ang) * sc, torch.sin(ang) * sc
+    theta = torch.stack([torch.stack([cos * st, -sin, tx], 1), torch.stack([sin * st, cos / st, ty], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    lab = torch.stack([lu, le], 1).float()
+    lab = F.grid_sample(lab, grid, mode="nearest", padding_mode="zeros", align_corners=False).long()
+    lu, le = lab[:, 0], lab[:, 1]
+    # intensity: gamma, contrast/brightness, local-contrast boost (CLAHE-like) or blur, noise
+    g = torch.exp((torch.rand(n, 1, 1, 1, generator=gen) - 0.5) * 2 * math.log(1.8))
+    x = x.clamp(0, 1) ** g
+    if True:
+        blur = F.interpolate(F.avg_pool2d(x, 16), size=x.shape[2:], mode="bilinear", align_corners=False)
+        a = torch.rand(n, 1, 1, 1, generator=gen) * 1.5 * (torch.rand(n, 1, 1, 1, generator=gen) < 0.4)
+        x = x + a * (x - blur)
+        sm = F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+        b = torch.rand(n, 1, 1, 1, generator=gen) * (torch.rand(n, 1, 1, 1, generator=gen) < 0.3)
+        x = x * (1 - b) + sm * b
+    c = 0.7 + 0.6 * torch.rand(n, 1, 1, 1, generator=gen)
+    m = x.mean(dim=(2, 3), keepdim=True)
+    x = (x - m) * c + m + (torch.rand(n, 1, 1, 1, generator=gen) - 0.5) * 0.3
+    x = x + torch.randn(x.shape, generator=gen) * 0.04 * torch.rand(n, 1, 1, 1, generator=gen)
+    return x.clamp(0, 1), lu, le, lm
+
+
+def soft_dice(torch, p, t, mask=None, eps=1.0):
+    if mask is not None:
+        p, t = p * mask, t * mask
+    inter = (p * t).sum((1, 2))
+    return 1 - (2 * inter + eps) / (p.sum((1, 2)) + t.sum((1, 2)) + eps)
+
+
+def losses(torch, F, lung_logits, les_logits, lu, le, lm, em):
+    """Lung: 3-class CE (L/R known), marginal BCE on p1+p2 (L/R unknown) or on lesion
+    pixels only (MedSeg). Lesion: 3-class CE + Dice (MedSeg, simulated), marginal
+    lesion = GGO + consolidation BCE + Dice (binary COVID set)."""
+    pl = torch.softmax(lung_logits, 1)
+    pe = torch.softmax(les_logits, 1)
+    total = lung_logits.new_zeros(())
+    parts = {}
+    sel = lm == D.LUNG_LR
+    if sel.any():
+        ce = F.cross_entropy(lung_logits[sel], lu[sel])
+        dl = soft_dice(torch, 1 - pl[sel][:, 0], (lu[sel] > 0).float()).mean()
+        parts["lung_ce"] = ce.item()
+        total = total + ce + 0.5 * dl
+    sel = lm == D.LUNG_BINARY
+    if sel.any():
+        p = (1 - pl[sel][:, 0]).clamp(1e-5, 1 - 1e-5)
+        t = (lu[sel] > 0).float()
+        total = total + F.binary_cross_entropy(p, t) + 0.5 * soft_dice(torch, p, t).mean()
+    sel = lm == D.LUNG_POSITIVE_ONLY
+    if sel.any():
+        p = (1 - pl[sel][:, 0]).clamp(1e-5, 1 - 1e-5)
+        t = (lu[sel] > 0).float()
+        if t.sum() > 0:
+            total = total + 0.5 * (-(torch.log(p) * t).sum() / t.sum())
+    sel = em == D.LES_FULL
+    if sel.any():
+        w = torch.tensor([1.0, 2.0, 2.0])
+        ce = F.cross_entropy(les_logits[sel], le[sel], weight=w)
+        dl = sum(soft_dice(torch, pe[sel][:, c], (le[sel] == c).float()).mean() for c in (1, 2)) / 2
+        du = soft_dice(torch, 1 - pe[sel][:, 0], (le[sel] > 0).float()).mean()
+        parts["les_ce"] = ce.item()
+        total = total + ce + 0.5 * dl + 0.5 * du
+    sel = em == D.LES_BINARY
+    if sel.any():
+        p = (1 - pe[sel][:, 0]).clamp(1e-5, 1 - 1e-5)
+        t = (le[sel] > 0).float()
+        bce = F.binary_cross_entropy(p, t)
+        parts["les_bin"] = bce.item()
+        total = total + bce + 0.5 * soft_dice(torch, p, t).mean()
+    return total, parts
+
+
+def train(args) -> None:
+    import torch
+    import torch.nn.functional as F
+
+    from pulmo.train.seg_net import SegNet
+
+    torch.set_num_threads(args.threads)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:  # already set in this process (a second call from the same interpreter)
+        pass
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = build_cache(Path(args.data), Path(args.cache))
+    torch.manual_seed(args.seed)
+    net = SegNet()
+    opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
+    rng = np.random.default_rng(args.seed)
+    gen = torch.Generator().manual_seed(args.seed)
+    start = 0
+    ck = out / "checkpoint.pt"
+    if ck.is_file():
+        state = torch.load(ck, weights_only=False)
+        net.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        rng.bit_generator.state = state["np_rng"]
+        gen.set_state(state["torch_gen"])
+        start = state["iter"]
+        print(f"resumed from {ck} at iteration {start}", flush=True)
+    sampler = Sampler(data, rng)
+    log = open(out / "train.log", "a")
+    t0 = time.time()
+    net.train()
+    for it in range(start, args.iters):
+        lr = args.lr * (min(1.0, (it + 1) / 100) * 0.5 * (1 + math.cos(math.pi * it / args.iters)))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        x, lu, le, lm, em = sampler.batch(args.batch)
+        x, lu, le, lm = augment(torch, F, torch.from_numpy(x), torch.from_numpy(lu), torch.from_numpy(le),
+                                torch.from_numpy(lm), gen)
+        lung_logits, les_logits = net(x)
+        loss, parts = losses(torch, F, lung_logits, les_logits, lu, le, lm, torch.from_numpy(em))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if (it + 1) % 20 == 0:
+            msg = json.dumps({"iter": it + 1, "loss": round(loss.item(), 4), "lr": round(lr, 6),
+                              "s": round(time.time() - t0, 1), **{k: round(v, 4) for k, v in parts.items()}})
+            print(msg, flush=True)
+            log.write(msg + "\n")
+            log.flush()
+        if (it + 1) % args.ckpt_every == 0 or it + 1 == args.iters:
+            tmp = out / "checkpoint.tmp"
+            torch.save({"model": net.state_dict(), "opt": opt.state_dict(), "np_rng": rng.bit_generator.state,
+                        "torch_gen": gen.get_state(), "iter": it + 1}, tmp)
+            tmp.replace(ck)
+    torch.save(net.state_dict(), out / "final.pt")
+    print(f"done: {args.iters} iterations, {time.time() - t0:.0f} s this session", flush=True)
+
+
+# ----------------------------------------------------------------------------- export
+
+def export(args) -> None:
+    import warnings
+
+    import onnx
+    import torch
+
+    from pulmo.train.seg_net import ExportWrapper, SegNet
+
+    out = Path(args.out)
+    net = SegNet()
+    weights = out / "final.pt"
+    if weights.is_file():
+        net.load_state_dict(torch.load(weights))
+    else:
+        net.load_state_dict(torch.load(out / "checkpoint.pt", weights_only=False)["model"])
+    net.eval()
+    fp32 = out / "seg_fp32.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(ExportWrapper(net), torch.rand(2, 1, D.SIZE, D.SIZE), str(fp32), input_names=["image"],
+                          output_names=["lungs", "lesions"], opset_version=17, dynamo=False,
+                          dynamic_axes={"image": {0: "n"}, "lungs": {0: "n"}, "lesions": {0: "n"}})
+    target = Path(args.model)
+    src = fp32
+    if args.int8:
+        src = quantize(fp32, out, Path(args.cache))
+    model = onnx.load(str(src))
+    meta = {
+        "pulmo.task": "lungs+lesions",
+        "pulmo.version": args.version,
+        "pulmo.input": "axial2d",
+        "pulmo.input_size": f"{D.SIZE},{D.SIZE}",
+        "pulmo.intensity": "unit",
+        "pulmo.hu_window": f"{D.HU_WINDOW[0]:g},{D.HU_WINDOW[1]:g}",
+        "pulmo.outputs": json.dumps({"lungs": {"0": "background", "1": "image-left lung (patient right)",
+                                                "2": "image-right lung (patient left)"},
+                                      "lesions": {"0": "background", "1": "ground-glass opacity",
+                                                  "2": "consolidation"}}),
+        "pulmo.quantization": "int8-qdq" if args.int8 else "fp32",
+        "pulmo.licence": "weights for non-commercial research use only (trained on COVID-19-CT-Seg and MedSeg)",
+    }
+    del model.metadata_props[:]
+    for k, v in meta.items():
+        p = model.metadata_props.add()
+        p.key, p.value = k, v
+    target.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(target))
+    print(f"wrote {target} ({target.stat().st_size / 1e6:.2f} MB)")
+
+
+def quantize(fp32: Path, out: Path, cache: Path) -> Path:
+    """Static int8 (QDQ) quantisation, calibrated on 64 training slices."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    with np.load(cache) as z:
+        calib = np.concatenate([z["png_im"][::40][:32] / 255.0, z["ms_im"][:16] / 255.0,
+                                D.window(z["hu"][::4][:16])])[:, None].astype(np.float32)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter({"image": calib[i:i + 8]} for i in range(0, len(calib), 8))
+
+        def get_next(self):
+            return next(self.it, None)
+
+    pre = out / "seg_pre.onnx"
+    quant_pre_process(str(fp32), str(pre))
+    q = out / "seg_int8.onnx"
+    quantize_static(str(pre), str(q), Reader(), quant_format=QuantFormat.QDQ,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True)
+    argmax_on_quantized(q)
+    return q
+
+
+def argmax_on_quantized(path: Path) -> int:
+    """Feed ArgMax the uint8 logits directly instead of their dequantised copy.
+
+    Activation quantisation is per tensor with a positive scale, hence monotonic, so the
+    arg-max is unchanged (up to ties between classes that quantise to the same level);
+    this removes the largest DequantizeLinear of the graph (24 channels at 128x128)."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    g = model.graph
+    producers = {o: n for n in g.node for o in n.output}
+    inits = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+    consumers = {}
+    for n in g.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    changed = 0
+    for n in list(g.node):
+        if n.op_type != "ArgMax":
+            continue
+        dq = producers.get(n.input[0])
+        if dq is None or dq.op_type != "DequantizeLinear":
+            continue
+        scale = inits.get(dq.input[1])
+        if scale is None or scale.size != 1 or float(scale.ravel()[0]) <= 0:
+            continue
+        n.input[0] = dq.input[0]
+        if all(c is n for c in consumers.get(dq.output[0], [])):
+            g.node.remove(dq)
+        changed += 1
+    onnx.save(model, str(path))
+    return changed
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m pulmo.train.seg", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("train")
+    t.add_argument("--out", default=str(REPO / "build" / "seg" / "run1"))
+    t.add_argument("--data", default=str(D.default_data_root()))
+    t.add_argument("--cache", default=str(REPO / "build" / "seg" / "cache.npz"))
+    t.add_argument("--iters", type=int, default=4000)
+    t.add_argument("--batch", type=int, default=12)
+    t.add_argument("--lr", type=float, default=3e-3)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--threads", type=int, default=1,
+                   help="torch threads (1 is fastest on a shared 2-core machine)")
+    t.add_argument("--ckpt-every", type=int, default=100)
+    t.set_defaults(func=train)
+    e = sub.add_parser("export")
+    e.add_argument("--out", default=str(REPO / "build" / "seg" / "run1"))
+    e.add_argument("--cache", default=str(REPO / "build" / "seg" / "cache.npz"))
+    e.add_argument("--model", default=str(REPO / "pulmo" / "ct" / "models" / "seg.onnx"))
+    e.add_argument("--version", default="seg-2d-1.0")
+    e.add_argument("--int8", action="store_true")
+    e.set_defaults(func=export)
+    args = ap.parse_args(argv)
+    args.func(args)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

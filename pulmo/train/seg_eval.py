@@ -1,0 +1,127 @@
+"""Held-out evaluation of the segmentation model (used for the model cards).
+
+    python -m pulmo.train.seg_eval [--model pulmo/ct/models/seg.onnx] [--work build/seg/eval]
+
+1. 2D held-out sets, scored through the same code as ``pulmo ct evaluate``:
+   the PNG slices ``PNG_TEST_START``..1613 (lung Dice, lesion-union Dice) and the 10
+   held-out MedSeg slices (GGO, consolidation, lesion Dice). Predictions are written by
+   :func:`pulmo.ct.models.segment_image_folder`, i.e. the ``pulmo ct segment`` fast path.
+2. Real HU CT: lesion involvement (% of lung volume) on lidc-idri-0001 (healthy;
+   whole series, and its superior half that training never saw), and per-slice
+   involvement on the covid-ny-sbu axial slices, with overlays rendered to PNG.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from pulmo.train import seg_data as D
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _link(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if not dst.exists():
+        os.symlink(src.resolve(), dst)
+
+
+def heldout_dirs(root: Path, work: Path) -> dict:
+    """Folders of held-out images + ground truth (symlinks), laid out for ``pulmo ct evaluate``."""
+    png = root / "seg2d" / "covid19-ct-seg-png"
+    names = sorted(p.name for p in (png / "ct").glob("*.png") if int(p.stem) >= D.PNG_TEST_START)
+    for n in names:
+        _link(png / "ct" / n, work / "png" / "images" / n)
+        _link(png / "covid" / n, work / "png" / "gt" / "covid" / n)
+        _link(png / "lungs" / n, work / "png" / "gt" / "lungs" / n)
+    ms = root / "seg2d" / "medseg-train"
+    _, test = D.medseg_names(root)
+    for n in test:
+        _link(ms / "images" / f"{n}.jpg", work / "medseg" / "images" / f"{n}.jpg")
+        _link(ms / "labels" / f"{n}.png", work / "medseg" / "gt" / "labels" / f"{n}.png")
+    return {"png": work / "png", "medseg": work / "medseg"}
+
+
+def read_series(folder: Path):
+    files = sorted(folder.glob("*.dcm"))
+    items = sorted((D.read_dicom_hu(f) for f in files), key=lambda t: t[1])
+    return np.stack([t[0] for t in items]), np.array([t[1] for t in items])
+
+
+def overlay(hu: np.ndarray, lungs: np.ndarray, lesions: np.ndarray) -> np.ndarray:
+    g = D.window(hu, -1000, 200)
+    rgb = np.stack([g, g, g], -1)
+    from scipy import ndimage as ndi
+
+    edge = (lungs > 0) & ~ndi.binary_erosion(lungs > 0, iterations=2)
+    rgb[edge] = [0.2, 0.6, 1.0]
+    for lab, col in ((1, [1.0, 0.85, 0.0]), (2, [1.0, 0.1, 0.1])):
+        m = lesions == lab
+        rgb[m] = 0.45 * rgb[m] + 0.55 * np.array(col)
+    return (rgb * 255).astype(np.uint8)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m pulmo.train.seg_eval", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default=str(REPO / "pulmo" / "ct" / "models" / "seg.onnx"))
+    ap.add_argument("--data", default=str(D.default_data_root()))
+    ap.add_argument("--work", default=str(REPO / "build" / "seg" / "eval"))
+    ap.add_argument("--skip-hu", action="store_true")
+    ap.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: all cores)")
+    args = ap.parse_args(argv)
+    from PIL import Image
+
+    from pulmo.cli.ct_evaluate import evaluate_dirs
+    from pulmo.ct.models import Segmenter, segment_image_folder
+
+    root, work = Path(args.data), Path(args.work)
+    seg = Segmenter(args.model, threads=args.threads)
+    summary = {"model": args.model, "version": seg.version}
+    dirs = heldout_dirs(root, work)
+    for key, d in dirs.items():
+        recs = segment_image_folder(d / "images", d / "pred", segmenter=seg, on_error="raise")
+        res = evaluate_dirs(d / "pred", d / "gt")
+        summary[key] = {"n": res["n_images"], "dice": res["dice"], "lesion_in_lung_pct": res["lesion_in_lung_pct"]}
+        (work / f"{key}_per_image.json").write_text(json.dumps(res["per_image"], indent=1, default=str))
+        print(key, json.dumps(summary[key]), flush=True)
+    if not args.skip_hu:
+        hu, zs = read_series(root / "ct" / "lidc-idri-0001")
+        lungs, les = seg.segment_slices(hu, kind="hu")
+        lung_vox = (lungs > 0).sum(axis=(1, 2))
+        les_vox = ((les > 0) & (lungs > 0)).sum(axis=(1, 2))
+        sup = zs >= np.median(zs)
+        summary["lidc"] = {"involvement_pct_all": 100.0 * les_vox.sum() / max(lung_vox.sum(), 1),
+                           "involvement_pct_heldout_superior_half": 100.0 * les_vox[sup].sum() / max(lung_vox[sup].sum(), 1),
+                           "lesion_in_lung_pct": 100.0 * les_vox.sum() / max((les > 0).sum(), 1),
+                           "lung_volume_ml": float((lungs > 0).sum() * 0.703125 ** 2 * 2.5 / 1000)}
+        print("lidc", json.dumps(summary["lidc"]), flush=True)
+        ov = work / "overlays"
+        ov.mkdir(parents=True, exist_ok=True)
+        order = np.argsort(-lung_vox)
+        for k in (order[0], order[len(order) // 8], order[len(order) // 3]):
+            Image.fromarray(overlay(hu[k], lungs[k], les[k])).save(ov / f"lidc_z{zs[k]:.1f}.png")
+        rows = []
+        for f in sorted((root / "ct" / "covid-ny-sbu").glob("*/axial/*.dcm")):
+            s, _ = D.read_dicom_hu(f)
+            lu, le = seg.segment_slices(s[None], kind="hu")
+            n_lung = int((lu > 0).sum())
+            r = {"slice": f"{f.parent.parent.name}/{f.stem}", "lung_px": n_lung,
+                 "ggo_pct": 100.0 * int(((le == 1) & (lu > 0)).sum()) / max(n_lung, 1),
+                 "consolidation_pct": 100.0 * int(((le == 2) & (lu > 0)).sum()) / max(n_lung, 1)}
+            r["involvement_pct"] = r["ggo_pct"] + r["consolidation_pct"]
+            rows.append(r)
+            Image.fromarray(overlay(s, lu[0], le[0])).save(ov / f"sbu_{f.parent.parent.name}_{f.stem}.png")
+            print(json.dumps({k: (round(v, 2) if isinstance(v, float) else v) for k, v in r.items()}), flush=True)
+        summary["covid_ny_sbu"] = rows
+    (work / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

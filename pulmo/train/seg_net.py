@@ -1,0 +1,100 @@
+"""The segmentation network: a small 2D U-Net (FPN-style decoder) with one shared
+encoder and two heads, built to fit a CPU budget.
+
+Input ``(N, 1, 256, 256)`` float32 in 0..1 (an 8-bit image / 255, or HU in the lung
+window scaled to 0..1). Training outputs are logits ``lungs`` ``(N, 3, 256, 256)``
+(background, image-left lung, image-right lung) and ``lesions`` ``(N, 3, 256, 256)``
+(background, ground-glass opacity, consolidation).
+
+Cost: a stride-2 stem puts the finest feature map at 128x128; the encoder goes down
+to 16x16 (receptive field covers the whole thorax, needed to tell left from right
+and lesion from chest wall); the decoder adds (not concatenates) 1x1-projected
+coarse features to the skips, so each level costs one narrow 3x3 convolution;
+logits are made at 256x256 by a learned sub-pixel (pixel-shuffle) head.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+
+def conv_bn(cin: int, cout: int, stride: int = 1, dilation: int = 1, k: int = 3) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, k, stride=stride, padding=dilation * (k // 2), dilation=dilation, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    )
+
+
+class SegNet(nn.Module):
+    def __init__(self, widths=(16, 32, 48, 96)):
+        super().__init__()
+        w1, w2, w3, w4 = widths
+        self.stem = conv_bn(1, w1, stride=2)                                    # 128
+        self.e2 = nn.Sequential(conv_bn(w1, w2, 2), conv_bn(w2, w2))           # 64
+        self.e3 = nn.Sequential(conv_bn(w2, w3, 2), conv_bn(w3, w3))           # 32
+        self.e4 = nn.Sequential(conv_bn(w3, w4, 2), conv_bn(w4, w4, dilation=2),
+                                conv_bn(w4, w4, dilation=4))                    # 16
+        self.p4 = conv_bn(w4, w3, k=1)
+        self.d3 = conv_bn(w3, w3)
+        self.p3 = conv_bn(w3, w2, k=1)
+        self.d2 = conv_bn(w2, w2)
+        self.p2 = conv_bn(w2, w1, k=1)
+        self.d1 = conv_bn(w1, w1)
+        # 3 lung + 3 lesion logits at 256x256 through a learned 2x sub-pixel upsampling
+        # (1x1 conv to 6*4 channels + pixel shuffle): cheaper than bilinear resizing.
+        self.head = nn.Conv2d(w1, 6 * 4, 1)
+
+    @staticmethod
+    def _up(x, ref):
+        return F.interpolate(x, size=ref.shape[2:], mode="nearest")
+
+    def features(self, x):
+        e1 = self.stem(x)
+        e2 = self.e2(e1)
+        e3 = self.e3(e2)
+        e4 = self.e4(e3)
+        d3 = self.d3(self._up(self.p4(e4), e3) + e3)
+        d2 = self.d2(self._up(self.p3(d3), e2) + e2)
+        d1 = self.d1(self._up(self.p2(d2), e1) + e1)
+        return F.pixel_shuffle(self.head(d1), 2)
+
+    def forward(self, x):
+        logits = self.features(x)
+        return logits[:, :3], logits[:, 3:]
+
+
+class ExportWrapper(nn.Module):
+    """What is exported to ONNX: labels, not logits (argmax inside the graph, uint8 out).
+
+    Lesion pixels farther than ``margin`` pixels (Chebyshev, network grid) from the lung
+    mask are dropped: lesions are in the lung by definition."""
+
+    def __init__(self, net: SegNet, margin: int = 2):
+        super().__init__()
+        self.net = net
+        self.margin = margin
+
+    def forward(self, x):
+        net = self.net
+        e1 = net.stem(x)
+        e2 = net.e2(e1)
+        e3 = net.e3(e2)
+        e4 = net.e4(e3)
+        d3 = net.d3(net._up(net.p4(e4), e3) + e3)
+        d2 = net.d2(net._up(net.p3(d3), e2) + e2)
+        d1 = net.d1(net._up(net.p2(d2), e1) + e1)
+        z = net.head(d1)                                    # (N, 6*4, h, w): class-major, then sub-pixel
+        n, _, h, w = z.shape
+        # arg-max over the 3 classes of each head *before* the pixel shuffle: the shuffle
+        # then moves 8 uint8 channels instead of 24 float ones (same result).
+        lab = torch.argmax(z.view(n, 2, 3, 4, h, w), dim=2).to(torch.uint8).view(n, 8, h, w)
+        lab = F.pixel_shuffle(lab, 2)                       # (N, 2, 2h, 2w)
+        lungs, lesions = lab[:, 0], lab[:, 1]
+        if self.margin > 0:
+            k = 2 * self.margin + 1
+            near = F.max_pool2d((lungs > 0).float()[:, None], k, stride=1, padding=self.margin)[:, 0] > 0
+            lesions = lesions * near.to(torch.uint8)
+        return lungs, lesions

@@ -1,0 +1,96 @@
+"""Accuracy of the shipped model on data it never saw (needs ../shared; skipped otherwise).
+
+Thresholds sit a little below the numbers in the model cards (measured on the full
+held-out sets) so that a broken model, a wrong window, flipped labels or a bad resize
+fail, while the small subsets used here to keep the test fast still pass.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from shared_data import shared_path
+
+from pulmo.cli.ct_evaluate import evaluate_dirs
+from pulmo.ct.models import load_segmenter, segment_image_folder
+
+from pulmo.train.seg_data import PNG_TEST_START, medseg_names  # numpy/Pillow only, no torch
+
+
+def _link_subset(tmp_path, base, names, layout):
+    for n in names:
+        for src_sub, dst_sub, ext in layout:
+            src = base / src_sub / f"{n}{ext}"
+            if src.is_file():
+                dst = tmp_path / dst_sub / f"{n}{ext}"
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                dst.symlink_to(src)
+
+
+def test_heldout_png_lungs_and_lesions(tmp_path):
+    base = shared_path("seg2d", "covid19-ct-seg-png")
+    names = [f"{i:04d}" for i in range(PNG_TEST_START, 1614, 6)]
+    _link_subset(tmp_path, base, names, [("ct", "img", ".png"), ("covid", "gt/covid", ".png"),
+                                         ("lungs", "gt/lungs", ".png")])
+    segment_image_folder(tmp_path / "img", tmp_path / "pred", on_error="raise")
+    res = evaluate_dirs(tmp_path / "pred", tmp_path / "gt")
+    assert res["n_images"] == len(names)
+    assert res["dice"]["lung"]["mean"] >= 0.95
+    assert res["dice"]["lesion"]["pooled"] >= 0.6
+    assert res["lesion_in_lung_pct"] >= 98.0
+
+
+def test_heldout_medseg(tmp_path):
+    base = shared_path("seg2d", "medseg-train")
+    train, names = medseg_names(base.parents[1])
+    assert len(names) == 10 and not set(names) & set(train)
+    _link_subset(tmp_path, base, names, [("images", "img", ".jpg"), ("labels", "gt/labels", ".png")])
+    segment_image_folder(tmp_path / "img", tmp_path / "pred", on_error="raise")
+    res = evaluate_dirs(tmp_path / "pred", tmp_path / "gt")
+    assert res["dice"]["lesion"]["pooled"] >= 0.6
+    assert res["dice"]["ggo"]["pooled"] >= 0.45
+    assert res["dice"]["consolidation"]["pooled"] >= 0.3
+
+
+def test_left_right_convention_on_real_ct():
+    """Label 1 is the lung on the image's left (patient right in the canonical grid)."""
+    import pydicom
+
+    files = sorted(shared_path("ct", "lidc-idri-0001").glob("*.dcm"))
+    dss = sorted((pydicom.dcmread(f) for f in files), key=lambda d: float(d.ImagePositionPatient[2]))
+    mid = dss[len(dss) * 3 // 4]
+    hu = mid.pixel_array.astype(np.float32) * float(mid.RescaleSlope) + float(mid.RescaleIntercept)
+    lungs, lesions = load_segmenter().segment_slices(hu, kind="hu")
+    cols = np.arange(hu.shape[1])
+    c1 = ((lungs == 1).sum(0) * cols).sum() / max((lungs == 1).sum(), 1)
+    c2 = ((lungs == 2).sum(0) * cols).sum() / max((lungs == 2).sum(), 1)
+    assert (lungs == 1).sum() > 5000 and (lungs == 2).sum() > 5000
+    assert c1 < hu.shape[1] / 2 < c2
+    # the threshold lung mask of a healthy slice agrees with the model
+    ref = (hu < -500)
+    from scipy import ndimage as ndi
+
+    lab, n = ndi.label(ref)
+    border = np.unique(np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]]))
+    ref = np.isin(lab, border, invert=True) & ref
+    ref = ndi.binary_fill_holes(ndi.binary_closing(ref, iterations=3))
+    d = 2 * (ref & (lungs > 0)).sum() / (ref.sum() + (lungs > 0).sum())
+    assert d > 0.9
+    assert (lesions > 0).sum() < 0.02 * (lungs > 0).sum()
+
+
+def test_covid_slice_shows_lesions():
+    files = sorted(shared_path("ct", "covid-ny-sbu").glob("*/axial/*.dcm"))
+    assert files
+    from pulmo.train.seg_data import read_dicom_hu  # numpy + pydicom only
+
+    seg = load_segmenter()
+    inv = []
+    for f in files:
+        hu, _ = read_dicom_hu(f)
+        lungs, lesions = seg.segment_slices(hu, kind="hu")
+        inv.append(((lesions > 0) & (lungs > 0)).sum() / max((lungs > 0).sum(), 1))
+    assert max(inv) > 0.05  # at least one slice with clearly visible involvement
+    assert float(np.median(inv)) > 0.01

@@ -1,0 +1,229 @@
+"""The shipped lung + lesion model and its runtime (pulmo.ct.models)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pulmo.ct.models import DEFAULT_MODEL, Segmenter, load_segmenter, read_gray_image, segment_image_folder
+from pulmo.ct.models.runtime import MODEL_DIR
+from pulmo.errors import InputError, ModelError
+
+
+@pytest.fixture(scope="module")
+def seg():
+    return load_segmenter()
+
+
+def _chest_slice_8bit(size=256):
+    """A crude chest-like 8-bit slice: dark outside, grey body, two dark lungs."""
+    yy, xx = np.mgrid[:size, :size] / size - 0.5
+    img = np.full((size, size), 5, np.uint8)
+    img[(xx / 0.45) ** 2 + (yy / 0.35) ** 2 < 1] = 200
+    for cx in (-0.2, 0.2):
+        img[((xx - cx) / 0.15) ** 2 + (yy / 0.25) ** 2 < 1] = 40
+    return img
+
+
+# ----------------------------------------------------------------------------- the shipped file
+
+def test_shipped_model_present_small_and_documented():
+    assert DEFAULT_MODEL.is_file(), "pulmo/ct/models/seg.onnx is missing"
+    total = sum(p.stat().st_size for p in MODEL_DIR.glob("*.onnx"))
+    assert total <= 20 * 2**20
+    for card in ("lungs.md", "lesions.md"):
+        text = (MODEL_DIR / card).read_text()
+        assert "non-commercial" in text and "Dice" in text
+
+
+def test_metadata(seg):
+    meta = seg.metadata
+    assert meta["input_size"] == [256, 256]
+    lo, hi = meta["hu_window"]
+    assert -1200 <= lo < -800 and 0 <= hi <= 400
+    assert meta["lesion_classes"] == {0: "background", 1: "ground-glass opacity", 2: "consolidation"}
+    assert set(meta["lung_classes"]) == {0, 1, 2}
+    assert seg.version and seg.version != "unknown"
+    assert "non-commercial" in meta["licence"]
+    json.dumps(meta)  # serialisable for results.json
+
+
+def test_load_segmenter_is_cached(seg):
+    assert load_segmenter() is seg
+
+
+# ----------------------------------------------------------------------------- shapes
+
+@pytest.mark.parametrize("shape", [(256, 256), (512, 512), (301, 217), (2, 64, 96)])
+def test_output_shape_and_values(seg, shape):
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, shape).astype(np.uint8)
+    lungs, lesions = seg.segment_slices(img, kind="8bit")
+    assert lungs.shape == shape and lesions.shape == shape
+    assert lungs.dtype == np.uint8 and lesions.dtype == np.uint8
+    assert set(np.unique(lungs)) <= {0, 1, 2} and set(np.unique(lesions)) <= {0, 1, 2}
+
+
+def test_batches_give_same_result_as_single(seg):
+    imgs = np.stack([_chest_slice_8bit(), np.flipud(_chest_slice_8bit()), _chest_slice_8bit()[::-1, ::-1]])
+    lu_all, le_all = seg.segment_slices(imgs, kind="8bit", batch=2)
+    for i in range(3):
+        lu, le = seg.segment_slices(imgs[i], kind="8bit")
+        assert np.array_equal(lu, lu_all[i]) and np.array_equal(le, le_all[i])
+
+
+def test_hu_window_equivalent_to_8bit(seg):
+    """kind='hu' is the fixed lung window then the same network."""
+    lo, hi = seg.metadata["hu_window"]
+    img8 = _chest_slice_8bit().astype(np.float32)
+    hu = lo + img8 / 255.0 * (hi - lo)
+    a = seg.segment_slices(img8, kind="8bit")
+    b = seg.segment_slices(hu, kind="hu")
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+
+
+# ----------------------------------------------------------------------------- bad input
+
+@pytest.mark.parametrize("arr, kind, msg", [
+    (np.zeros((64, 64, 3), np.uint8) + 0, "8bit", "colour"),
+    (np.zeros((2, 64, 64, 3), np.uint8), "8bit", "colour"),
+    (np.full((64, 64), 4000, np.uint16), "8bit", "0..255"),
+    (np.full((64, 64), np.nan, np.float32), "hu", "NaN"),
+    (np.zeros((8, 8), np.uint8), "8bit", "size"),
+    (np.zeros((5, 6000, 40), np.uint8), "8bit", "size"),
+    (np.zeros((0, 64, 64), np.uint8), "8bit", "empty"),
+    (np.zeros((64, 64), np.uint8), "png", "kind"),
+    (np.full((64, 64), 100, np.uint8), "hu", "8-bit"),
+    (np.zeros((64, 64), bool), "8bit", "numeric"),
+    (np.zeros((1, 2, 64, 64), np.float32), "hu", "shape"),
+])
+def test_bad_input_refused(seg, arr, kind, msg):
+    with pytest.raises(InputError, match=msg):
+        seg.segment_slices(arr, kind=kind)
+
+
+def test_bad_spacing_refused(seg):
+    with pytest.raises(InputError, match="spacing"):
+        seg.segment_slices(_chest_slice_8bit(), kind="8bit", spacing=(0, 1, 1))
+
+
+# ----------------------------------------------------------------------------- bad model files
+
+def test_missing_model(tmp_path):
+    with pytest.raises(ModelError, match="not found"):
+        Segmenter(tmp_path / "nope.onnx")
+
+
+def test_corrupt_model(tmp_path):
+    bad = tmp_path / "seg.onnx"
+    bad.write_bytes(DEFAULT_MODEL.read_bytes()[:5000])
+    with pytest.raises(ModelError, match="not a loadable ONNX model"):
+        Segmenter(bad)
+    bad.write_bytes(b"garbage" * 100)
+    with pytest.raises(ModelError):
+        load_segmenter(bad)
+
+
+def test_onnx_without_pulmo_metadata(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 1, 8, 8])
+    y = helper.make_tensor_value_info("lungs", TensorProto.FLOAT, ["N", 1, 8, 8])
+    model = helper.make_model(helper.make_graph([helper.make_node("Identity", ["image"], ["lungs"])], "g", [x], [y]),
+                              opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, tmp_path / "m.onnx")
+    with pytest.raises(ModelError, match="metadata"):
+        Segmenter(tmp_path / "m.onnx")
+
+
+# ----------------------------------------------------------------------------- image folders
+
+def test_segment_image_folder(tmp_path, seg):
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(_chest_slice_8bit(300)[:, :280]).save(src / "a.png")
+    g = _chest_slice_8bit(200)
+    Image.fromarray(np.stack([g, g, g], -1)).save(src / "b.jpg", quality=95)          # grey stored as RGB: ok
+    rgb = np.zeros((64, 64, 3), np.uint8)
+    rgb[..., 0] = 255
+    Image.fromarray(rgb).save(src / "c.png")                                             # colour: refused
+    Image.fromarray(np.full((64, 64), 3000, np.uint16)).save(src / "d.png")              # 16-bit: refused
+    (src / "e.png").write_bytes(b"not an image")                                         # corrupt: refused
+    (src / "notes.txt").write_text("ignored")
+    out = tmp_path / "out"
+    recs = {r["name"]: r for r in segment_image_folder(src, out, segmenter=seg)}
+    assert set(recs) == {"a", "b", "c", "d", "e"}
+    assert recs["a"]["status"] == "ok" and recs["b"]["status"] == "ok"
+    assert "colour" in recs["c"]["error"] and "16-bit" in recs["d"]["error"] and "readable" in recs["e"]["error"]
+    for name, shape in (("a", (300, 280)), ("b", (200, 200))):
+        for kind in ("lungs", "lesions"):
+            arr = np.asarray(Image.open(out / f"{name}_{kind}.png"))
+            assert arr.shape == shape and arr.dtype == np.uint8 and arr.max() <= 2
+    assert not (out / "c_lungs.png").exists()
+    with pytest.raises(InputError, match="colour"):
+        segment_image_folder(src, tmp_path / "out2", segmenter=seg, on_error="raise")
+
+
+def test_segment_image_folder_bad_folder(tmp_path):
+    with pytest.raises(InputError, match="not a folder"):
+        segment_image_folder(tmp_path / "missing", tmp_path / "o")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="no images"):
+        segment_image_folder(tmp_path / "empty", tmp_path / "o")
+
+
+def test_read_gray_image_modes(tmp_path):
+    Image.fromarray(np.zeros((40, 40), np.uint8)).convert("1").save(tmp_path / "bw.png")
+    with pytest.raises(InputError, match="1-bit"):
+        read_gray_image(tmp_path / "bw.png")
+    Image.fromarray(np.full((40, 40), 0.5, np.float32)).save(tmp_path / "f.tif")
+    with pytest.raises(InputError, match="floating-point"):
+        read_gray_image(tmp_path / "f.tif")
+
+
+def test_not_a_ct_refused_or_flagged(tmp_path, seg):
+    """Blank images are refused; images where the 'lung' is not darker than the rest are flagged."""
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(np.full((256, 256), 255, np.uint8)).save(src / "white.png")
+    doc = np.full((256, 256), 230, np.uint8)
+    doc[40:200:12, 20:230] = 20                         # a page of text lines
+    Image.fromarray(doc).save(src / "document.png")
+    Image.fromarray(np.tile(np.linspace(0, 255, 300), (200, 1)).astype(np.uint8)).save(src / "gradient.png")
+    Image.fromarray(_chest_slice_8bit()).save(src / "chest.png")
+    recs = {r["name"]: r for r in segment_image_folder(src, tmp_path / "out", segmenter=seg)}
+    assert recs["white"]["status"] == "error" and "blank" in recs["white"]["error"]
+    for name in ("document", "gradient"):
+        assert recs[name]["status"] == "ok" and "chest-CT" in recs[name]["warning"]
+
+
+# ----------------------------------------------------------------------------- flip test-time augmentation
+
+def test_vote():
+    from pulmo.ct.models.runtime import _vote
+
+    a = np.array([[0, 1, 2, 1]], np.uint8)
+    b = np.array([[0, 1, 2, 2]], np.uint8)
+    c = np.array([[1, 0, 2, 2]], np.uint8)
+    d = np.array([[0, 0, 0, 1]], np.uint8)
+    assert _vote([a, b, c, d]).tolist() == [[0, 1, 2, 1]]
+
+
+def test_tta_is_flip_equivariant(seg):
+    """Voting over the flip group: segmenting a flipped image gives the flipped result
+    (exactly, for lesions and the lung union); a wrong un-flip would break this."""
+    rng = np.random.default_rng(1)
+    img = _chest_slice_8bit().astype(np.int16)
+    img = np.clip(img + rng.integers(-30, 30, img.shape), 0, 255).astype(np.uint8)
+    img[100:130, 40:70] = 150  # an asymmetric dense patch in the image-left lung
+    lu, le = seg.segment_slices(img, kind="8bit", tta=True)
+    lu_f, le_f = seg.segment_slices(img[:, ::-1], kind="8bit", tta=True)
+    assert np.array_equal(le_f[:, ::-1], le)
+    assert np.array_equal(lu_f[:, ::-1] > 0, lu > 0)
+    lu_v, le_v = seg.segment_slices(img[::-1], kind="8bit", tta=True)
+    assert np.array_equal(le_v[::-1], le) and np.array_equal(lu_v[::-1], lu)

@@ -1,0 +1,152 @@
+"""Training code (pulmo.train): labels, splits, augmentation, losses, export. Needs torch (the
+``train`` extra); skipped without it. Shared-data parts skip when ../shared is absent."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pulmo.train import seg_data as D
+
+try:
+    import torch
+except ImportError:  # the 'train' extra is not installed
+    torch = None
+needs_torch = pytest.mark.skipif(torch is None, reason="PyTorch (the 'train' extra) is not installed")
+
+
+def test_split_lungs_left_right():
+    m = np.zeros((64, 64), bool)
+    m[10:50, 5:25] = True
+    m[10:50, 40:60] = True
+    lab = D.split_lungs(m)
+    assert set(np.unique(lab[:, :30])) == {0, 1} and set(np.unique(lab[:, 35:])) == {0, 2}
+    merged = m.copy()
+    merged[20:25, 25:40] = True  # lungs touching in the middle: split at the thinnest column
+    lab = D.split_lungs(merged)
+    assert (lab[:, :20] != 2).all() and (lab[:, 45:] != 1).all() and (lab > 0).sum() == merged.sum()
+
+
+def test_simulated_lesions_inside_lung():
+    rng = np.random.default_rng(0)
+    hu = np.full((128, 128), 40.0, np.float32)
+    lungs = np.zeros((128, 128), np.uint8)
+    lungs[20:110, 10:60], lungs[20:110, 68:118] = 1, 2
+    hu[lungs > 0] = -850
+    seen = set()
+    for _ in range(10):
+        new, lab = D.simulate_lesions(hu, lungs, rng)
+        assert not (lab > 0)[lungs == 0].any()
+        seen |= set(np.unique(lab).tolist())
+        if (lab == 1).any():
+            assert new[lab == 1].mean() > -700  # ground glass is denser than the lung
+        if (lab == 2).any():
+            assert new[lab == 2].mean() > -300  # consolidation is near soft tissue
+    assert seen == {0, 1, 2}
+
+
+def test_heldout_splits_disjoint():
+    ms_root = D.default_data_root()
+    if not (ms_root / "seg2d" / "medseg-train").is_dir():
+        pytest.skip("shared test data not available: ../shared/data/seg2d")
+    train, test = D.medseg_names(ms_root)
+    assert len(test) == D.MEDSEG_N_TEST and not set(train) & set(test) and len(train) + len(test) == 50
+    assert D.PNG_TEST_START - D.PNG_GAP > 1000
+
+
+@needs_torch
+def test_augment_swaps_left_right_with_flips():
+    import torch.nn.functional as F
+
+    from pulmo.train.seg import augment
+
+    x = torch.zeros(16, 1, 32, 32)
+    x[:, :, :, :16] = 1.0   # bright on the image's left: tells where the original left went
+    lu = torch.zeros(16, 32, 32, dtype=torch.long)
+    lu[:, 8:24, 2:14], lu[:, 8:24, 18:30] = 1, 2
+    le = torch.zeros(16, 32, 32, dtype=torch.long)
+    lm = torch.full((16,), D.LUNG_LR)
+    gen = torch.Generator().manual_seed(3)
+    xa, lua, lea, lma = augment(torch, F, x.clone(), lu.clone(), le.clone(), lm.clone(), gen)
+    for i in range(16):
+        if lma[i] != D.LUNG_LR:
+            continue  # odd 90-degree rotation: only the union is supervised
+        ones = (lua[i] == 1).nonzero()
+        twos = (lua[i] == 2).nonzero()
+        if len(ones) and len(twos):
+            assert ones[:, 1].float().mean() < twos[:, 1].float().mean()  # 1 stays on the image's left
+    assert (lma == D.LUNG_BINARY).any()
+
+
+@needs_torch
+def test_losses_finite_and_marginal():
+    import torch.nn.functional as F
+
+    from pulmo.train.seg import losses
+
+    n = 4
+    lung_logits = torch.randn(n, 3, 16, 16, requires_grad=True)
+    les_logits = torch.randn(n, 3, 16, 16, requires_grad=True)
+    lu = torch.randint(0, 3, (n, 16, 16))
+    le = torch.randint(0, 3, (n, 16, 16))
+    lm = torch.tensor([D.LUNG_LR, D.LUNG_BINARY, D.LUNG_POSITIVE_ONLY, D.LUNG_LR])
+    em = torch.tensor([D.LES_FULL, D.LES_BINARY, D.LES_FULL, D.LES_BINARY])
+    total, parts = losses(torch, F, lung_logits, les_logits, lu, le, lm, em)
+    assert torch.isfinite(total) and {"lung_ce", "les_ce", "les_bin"} <= set(parts)
+    total.backward()
+    assert les_logits.grad.abs().sum() > 0
+    # the binary (marginal) lesion loss cannot tell GGO from consolidation: swapping them is free
+    em = torch.full((n,), D.LES_BINARY)
+    le_bin = (le > 0).long()
+    a, _ = losses(torch, F, lung_logits, les_logits, lu, le_bin, lm, em)
+    b, _ = losses(torch, F, lung_logits, les_logits[:, [0, 2, 1]], lu, le_bin, lm, em)
+    assert torch.allclose(a, b)
+
+
+@needs_torch
+def test_export_wrapper_matches_argmax(tmp_path):
+    from pulmo.train.seg_net import ExportWrapper, SegNet
+
+    torch.manual_seed(0)
+    net = SegNet().eval()
+    x = torch.rand(2, 1, 64, 64)
+    with torch.no_grad():
+        lung_logits, les_logits = net(x)
+        lu, le = ExportWrapper(net, margin=0)(x)
+    assert lu.shape == (2, 64, 64) and lu.dtype == torch.uint8
+    assert torch.equal(lu.long(), lung_logits.argmax(1)) and torch.equal(le.long(), les_logits.argmax(1))
+    with torch.no_grad():
+        lu2, le2 = ExportWrapper(net, margin=2)(x)
+    far = torch.nn.functional.max_pool2d((lu2 > 0).float()[:, None], 5, 1, 2)[:, 0] == 0
+    assert (le2[far] == 0).all()
+
+
+@needs_torch
+def test_training_smoke_and_resume(tmp_path):
+    """A few iterations on a tiny synthetic cache; the second call resumes from the checkpoint."""
+    from pulmo.train import seg
+
+    rng = np.random.default_rng(0)
+    n = 4
+    cache = tmp_path / "cache.npz"
+    lu = np.zeros((n, 256, 256), np.uint8)
+    lu[:, 60:200, 30:120], lu[:, 60:200, 136:226] = 1, 2
+    np.savez_compressed(cache, png_im=rng.integers(0, 255, (n, 256, 256), dtype=np.uint8), png_lu=lu,
+                        png_le=(rng.random((n, 256, 256)) > 0.9).astype(np.uint8),
+                        ms_im=rng.integers(0, 255, (n, 256, 256), dtype=np.uint8),
+                        ms_le=rng.integers(0, 3, (n, 256, 256), dtype=np.uint8),
+                        hu=np.where(lu > 0, -850, 40).astype(np.float32), hu_lu=lu)
+    out = tmp_path / "run"
+    argv = ["train", "--out", str(out), "--cache", str(cache), "--iters", "2", "--batch", "2", "--ckpt-every", "1"]
+    assert seg.main(argv) == 0
+    assert torch.load(out / "checkpoint.pt", weights_only=False)["iter"] == 2
+    argv[argv.index("--iters") + 1] = "3"
+    assert seg.main(argv) == 0
+    assert torch.load(out / "checkpoint.pt", weights_only=False)["iter"] == 3
+    assert "resumed" not in (out / "train.log").read_text()  # log holds losses only
+    assert seg.main(["export", "--out", str(out), "--model", str(tmp_path / "m.onnx"), "--cache", str(cache)]) == 0
+    from pulmo.ct.models import Segmenter
+
+    s = Segmenter(tmp_path / "m.onnx", threads=1)
+    lungs, lesions = s.segment_slices(np.zeros((2, 100, 120), np.uint8), kind="8bit")
+    assert lungs.shape == (2, 100, 120)
