@@ -49,7 +49,7 @@ def test_default_uses_shipped_model(tmp_path, phantom_dicom, monkeypatch):
     assert main(["ct", "analyze", str(phantom_dicom), "-o", str(out), "--no-dicom", "--no-progress"]) == 0
     res = json.loads((out / "results.json").read_text())
     m = res["method"]
-    assert m["source"] == {"lungs": "classical+learned", "lesions": "learned"}
+    assert m["source"] == {"lungs": "classical", "lesions": "learned"}  # learned_lung_recovery is off by default
     assert m["learned_model"]["file"] == "seg.onnx" and m["learned_model"]["version"] == version
     assert version in m["lesions"] and "learned_models_unavailable" not in {w["code"] for w in res["warnings"]}
     assert res["quantification"]["lungs"]["total"]["volume_ml"] > 0
