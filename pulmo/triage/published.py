@@ -17,14 +17,14 @@ import hashlib
 import io
 import tempfile
 import zipfile
-import zlib
 from datetime import datetime, timezone
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 
 from pulmo import __version__
-from pulmo.errors import ModelError
+from pulmo.errors import InputError, ModelError
+from pulmo.io.archives import extract_zip
 from pulmo.io.tf_checkpoint import Checkpoint
 from pulmo.triage.model import DenseLayer, TriageModel
 from pulmo.triage.schema import FEATURE_NAMES
@@ -70,29 +70,12 @@ MAX_ARCHIVE_BYTES = 64 * 1024 * 1024
 
 
 def _safe_extract(zip_path: Path, dest: Path) -> None:
+    """Extract the checkpoint files and the donor table, refusing unsafe archives."""
     try:
-        zf = zipfile.ZipFile(zip_path)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise ModelError(f"{zip_path}: not a readable ZIP archive ({exc}).") from None
-    with zf:
-        total = 0
-        for info in zf.infolist():
-            name = PurePosixPath(info.filename)
-            if name.is_absolute() or ".." in name.parts or "\\" in info.filename:
-                raise ModelError(f"{zip_path}: refusing unsafe path {info.filename!r} in the archive.")
-            if info.is_dir():
-                continue
-            total += info.file_size
-            if total > MAX_ARCHIVE_BYTES:
-                raise ModelError(f"{zip_path}: archive unpacks to more than {MAX_ARCHIVE_BYTES} bytes.")
-            if not (name.name.startswith("model.") or name.name == "imputation.csv"):
-                continue
-            target = dest.joinpath(*name.parts)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                target.write_bytes(zf.read(info))
-            except (zipfile.BadZipFile, EOFError, OSError, zlib.error) as exc:
-                raise ModelError(f"{zip_path}: archive member {info.filename} is corrupt ({exc}).") from None
+        extract_zip(zip_path, dest, max_member_bytes=MAX_ARCHIVE_BYTES, max_total_bytes=MAX_ARCHIVE_BYTES,
+                    keep=lambda p: p.name.startswith("model.") or p.name == "imputation.csv")
+    except InputError as exc:
+        raise ModelError(f"{zip_path}: refusing the archive (unsafe path, link, size or corruption): {exc}") from None
 
 
 def _find_root(base: Path) -> Path:

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import shutil
-import stat
-import zipfile
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
@@ -14,6 +11,7 @@ from PIL import Image
 from pulmo.ct.io.options import LoadOptions
 from pulmo.ct.volume import CTVolume, Geometry, canonicalise, warning
 from pulmo.errors import InputError
+from pulmo.io.archives import extract_zip
 
 VOLUME_SUFFIXES = {".nii": "nifti", ".nii.gz": "nifti", ".nrrd": "nrrd", ".nhdr": "nrrd", ".mha": "mha", ".mhd": "mha"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
@@ -93,35 +91,4 @@ def load_image(path: Path, options: LoadOptions) -> CTVolume:
 def safe_extract(zip_path: Path, dest: Path, options: LoadOptions) -> None:
     """Extract ``zip_path`` into ``dest`` refusing path traversal, links and oversized members."""
     check_size(zip_path, options)
-    try:
-        zf = zipfile.ZipFile(zip_path)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise InputError(f"{zip_path.name}: not a readable zip archive ({exc})") from exc
-    with zf:
-        total = 0
-        members = zf.infolist()
-        for m in members:
-            name = m.filename
-            parts = PurePosixPath(name.replace("\\", "/")).parts
-            if name.startswith(("/", "\\")) or ".." in parts or (parts and ":" in parts[0]):
-                raise InputError(f"{zip_path.name}: refused, member '{name}' would be written outside the "
-                                 "extraction folder (path traversal)")
-            if stat.S_ISLNK(m.external_attr >> 16):
-                raise InputError(f"{zip_path.name}: refused, member '{name}' is a symbolic link")
-            if m.file_size > options.max_file_bytes:
-                raise InputError(f"{zip_path.name}: member '{name}' is {m.file_size / 2**20:.0f} MiB, over the "
-                                 f"limit of {options.max_file_bytes / 2**20:.0f} MiB")
-            total += m.file_size
-        if total > options.max_total_bytes:
-            raise InputError(f"{zip_path.name}: unpacks to {total / 2**30:.1f} GiB, over the limit of "
-                             f"{options.max_total_bytes / 2**30:.1f} GiB")
-        for m in members:
-            if m.is_dir():
-                continue
-            target = dest.joinpath(*PurePosixPath(m.filename.replace("\\", "/")).parts)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                with zf.open(m) as src, open(target, "wb") as out:
-                    shutil.copyfileobj(src, out, 1 << 20)
-            except (zipfile.BadZipFile, EOFError, OSError) as exc:
-                raise InputError(f"{zip_path.name}: member '{m.filename}' is corrupt ({exc})") from exc
+    extract_zip(zip_path, dest, max_member_bytes=options.max_file_bytes, max_total_bytes=options.max_total_bytes)
