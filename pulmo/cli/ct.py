@@ -26,6 +26,11 @@ def _add_common(p, segment_only: bool) -> None:
     p.add_argument("--lung-model", help="plug-in ONNX lung model (default: $PULMO_CT_MODELS/lungs.onnx if present; "
                    "overrides the shipped model for lungs)")
     p.add_argument("--lobe-model", help="plug-in ONNX lobe model (default: $PULMO_CT_MODELS/lobes.onnx if present)")
+    p.add_argument("--lobe-tool", metavar="CMD", help="installed external lobe program, run as CMD with {input} and "
+                   "{output} replaced by NIfTI paths, e.g. 'lungmask {input} {output} --modelname LTRCLobes' "
+                   "(default: $PULMO_CT_LOBE_TOOL). If it fails, zones are used and results.json says why")
+    p.add_argument("--lobe-labels", metavar="SCHEME", help="the tool's lobe numbering: lungmask (default), "
+                   "totalsegmentator, pulmo, or pairs 'tool=pulmo,...' with Pulmo lobes 1 RUL 2 RML 3 RLL 4 LUL 5 LLL")
     p.add_argument("--lesion-model", help="plug-in ONNX lesion model (default: $PULMO_CT_MODELS/lesions.onnx if "
                    "present; overrides the shipped model for lesions)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -77,7 +82,14 @@ def _options(args):
         max_file_bytes=int(args.max_file_mb * 2**20), series_uid=args.series, no_hu=args.no_hu,
         rescale_slope=args.rescale_slope, rescale_intercept=args.rescale_intercept),
         lung_model=args.lung_model, lobe_model=args.lobe_model, lesion_model=args.lesion_model,
-        seg_model=args.seg_model)
+        seg_model=args.seg_model, lobe_tool=args.lobe_tool, lobe_tool_labels=args.lobe_labels)
+    if args.lobe_tool or args.lobe_labels:  # check the command and scheme before any work
+        from pulmo.ct.segment.lobe_tool import ExternalLobeTool, parse_scheme
+
+        if args.lobe_tool:
+            ExternalLobeTool(args.lobe_tool, args.lobe_labels or "lungmask")
+        else:
+            parse_scheme(args.lobe_labels)
     if hasattr(args, "ggo_hu"):
         lo, hi = args.ggo_hu
         clo, chi = args.consolidation_hu

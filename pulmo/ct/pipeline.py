@@ -21,7 +21,8 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -35,10 +36,11 @@ from pulmo.ct.io.files import IMAGE_SUFFIXES, VOLUME_SUFFIXES, suffix_of
 from pulmo.ct.quantify import ScoreParams, qualify_flag, quality_warnings, quantify
 from pulmo.ct.segment.lesions import LesionParams, segment_lesions
 from pulmo.ct.segment.lungs import LungParams, add_learned_lesional_lung, segment_lungs
+from pulmo.ct.segment.lobe_tool import ExternalLobeTool
 from pulmo.ct.segment.models import find_model, load_shipped_segmenter, segmenter_description
 from pulmo.ct.segment.regions import restrict_lobes, zones
 from pulmo.ct.volume import CTVolume, warning
-from pulmo.errors import InputError, PulmoError
+from pulmo.errors import InputError, ModelError, PulmoError
 
 CONVENTIONS = {
     "physical": "LPS (DICOM/ITK): +x patient left, +y posterior, +z superior, mm",
@@ -56,6 +58,9 @@ class AnalysisOptions:
     score: ScoreParams = field(default_factory=ScoreParams)
     lung_model: str | None = None
     lobe_model: str | None = None
+    # an installed external lobe program (see pulmo.ct.segment.lobe_tool); None: $PULMO_CT_LOBE_TOOL
+    lobe_tool: str | None = None
+    lobe_tool_labels: str | None = None  # label scheme; None: $PULMO_CT_LOBE_LABELS or "lungmask"
     lesion_model: str | None = None
     seg_model: str | None = None  # shipped lung + lesion network (None: pulmo/ct/models/seg.onnx; "none": off)
     # Add to the classical lung mask the voxels the learned model labels lung and lesion
@@ -95,13 +100,18 @@ class _Timer:
 
 
 # ----------------------------------------------------------------------------- computing
-def compute(vol: CTVolume, options: AnalysisOptions, segment_only: bool = False, timings=None, progress=None,
-            seg_writer=None) -> Case:
-    """Segment (and, unless ``segment_only``, quantify) a loaded volume.
+def lobe_tool(options: AnalysisOptions) -> ExternalLobeTool | None:
+    """The external lobe program from the options or ``$PULMO_CT_LOBE_TOOL`` (None: not configured)."""
+    command = options.lobe_tool or os.environ.get("PULMO_CT_LOBE_TOOL", "").strip()
+    if not command or command.lower() == "none":
+        return None
+    scheme = options.lobe_tool_labels or os.environ.get("PULMO_CT_LOBE_LABELS", "").strip() or "lungmask"
+    return ExternalLobeTool(command, scheme)
 
-    ``seg_writer`` (a :class:`pulmo.ct.report.dicom_out.SegWriter`): each label map is handed
-    to it as soon as it is final, so the DICOM SEG encoding overlaps the following stages.
-    """
+
+def compute(vol: CTVolume, options: AnalysisOptions, segment_only: bool = False, timings=None,
+            progress=None) -> Case:
+    """Segment (and, unless ``segment_only``, quantify) a loaded volume."""
     timings = {} if timings is None else timings
     stage = _Timer(timings, progress)
     methods = {}
@@ -111,25 +121,38 @@ def compute(vol: CTVolume, options: AnalysisOptions, segment_only: bool = False,
     with stage("lungs"):
         lung_model = find_model("lungs", options.lung_model)
         lesion_model = find_model("lesions", options.lesion_model)
-        seg = None
+        seg = reason = None
+        classical = lung_model is None and vol.is_hu
+        pending = None
         if lung_model is None or lesion_model is None:
             seg, reason = load_shipped_segmenter(options.seg_model)
             if seg is not None:
-                try:
-                    learned_lungs, learned_lesions = seg.segment_slices(
-                        vol.array, kind="hu" if vol.is_hu else "8bit", tta=vol.kind == "image")
-                except InputError as exc:
-                    if not vol.is_hu:
-                        raise
-                    seg, reason = None, f"the model refused this volume ({exc})"
-            if seg is None and reason is not None:
-                if not vol.is_hu and lung_model is None:
-                    raise InputError(f"{NO_2D_MODEL}; the shipped model could not be loaded: {reason}")
-                extra_warnings.append(warning(
-                    "learned_models_unavailable",
-                    f"learned models could not be loaded: {reason}; density analysis used"))
-            if seg is not None:
-                learned = segmenter_description(seg)
+                run = partial(seg.segment_slices, vol.array, kind="hu" if vol.is_hu else "8bit",
+                              tta=vol.kind == "image")
+                # the network runs in onnxruntime (GIL released) beside the classical lung mask
+                pool = ThreadPoolExecutor(max_workers=1) if classical else None
+                pending = pool.submit(run) if pool else None
+        if classical:
+            try:
+                res = segment_lungs(vol.array, vol.spacing, options.lungs)
+            finally:
+                if pending is not None:
+                    pool.shutdown(wait=True)
+        if seg is not None:
+            try:
+                learned_lungs, learned_lesions = pending.result() if pending is not None else run()
+            except InputError as exc:
+                if not vol.is_hu:
+                    raise
+                seg, reason = None, f"the model refused this volume ({exc})"
+        if seg is None and reason is not None:
+            if not vol.is_hu and lung_model is None:
+                raise InputError(f"{NO_2D_MODEL}; the shipped model could not be loaded: {reason}")
+            extra_warnings.append(warning(
+                "learned_models_unavailable",
+                f"learned models could not be loaded: {reason}; density analysis used"))
+        if seg is not None:
+            learned = segmenter_description(seg)
         if not vol.is_hu and lung_model is None and seg is None:
             raise InputError(NO_2D_MODEL)
         few = vol.shape[0] < options.lungs.few_slices
@@ -139,12 +162,11 @@ def compute(vol: CTVolume, options: AnalysisOptions, segment_only: bool = False,
             lungs[lungs > 2] = 0
             methods["lungs"] = f"model {lung_model.path.name} ({lung_model.version})"
             sources["lungs"] = "plug-in model"
-        elif seg is not None and not vol.is_hu:
+        elif not classical:
             lungs = learned_lungs
             methods["lungs"] = f"learned model {learned['file']} ({learned['version']})"
             sources["lungs"] = "learned"
         else:
-            res = segment_lungs(vol.array, vol.spacing, options.lungs)
             lungs, info = res.labels, res.info
             methods["lungs"] = "classical (threshold, airway removal, component analysis, consolidation recovery)"
             sources["lungs"] = "classical"
@@ -156,22 +178,26 @@ def compute(vol: CTVolume, options: AnalysisOptions, segment_only: bool = False,
                 info = {**info, "learned_lesional_lung_voxels_added": added}
     if not lungs.any():
         raise InputError(f"{Path(vol.source).name}: no lungs found in this image; is it a chest CT?")
-    if seg_writer is not None:
-        seg_writer.submit("lungs", lungs, methods["lungs"])
     lesions = regions = None
     region_kind = "zones"
     if True:  # regions and lesions are part of both analyze and segment
         with stage("regions"):
             lobe_model = find_model("lobes", options.lobe_model) if vol.is_hu else None
+            tool = lobe_tool(options) if vol.is_hu and lobe_model is None else None
             if lobe_model is not None:
                 regions = restrict_lobes(lobe_model.predict(vol.array), lungs)
                 region_kind = "lobes"
                 methods["regions"] = f"lobe model {lobe_model.path.name} ({lobe_model.version})"
-            else:
+            elif tool is not None:
+                try:
+                    regions = restrict_lobes(tool.predict(vol), lungs)
+                    region_kind = "lobes"
+                    methods["regions"] = tool.describe()
+                except ModelError as exc:
+                    extra_warnings.append(warning("lobe_tool_failed", f"{exc}; zones used instead of lobes"))
+            if regions is None:
                 regions = zones(lungs)
                 methods["regions"] = "zones: upper/middle/lower third of each lung's height"
-            if seg_writer is not None:
-                seg_writer.submit("regions", regions, methods["regions"], region_kind)
         with stage("lesions"):
             if lesion_model is not None:
                 lesions = lesion_model.predict(vol.array)
@@ -191,14 +217,10 @@ def compute(vol: CTVolume, options: AnalysisOptions, segment_only: bool = False,
             else:
                 raise InputError("8-bit images need a learned lesion model (none installed); "
                                  "pass --lesion-model or set PULMO_CT_MODELS")
-            if seg_writer is not None:
-                seg_writer.submit("lesions", lesions, methods["lesions"])
     results = _base_results(vol, methods, info, region_kind)
     results["method"]["source"] = sources
     results["method"]["learned_model"] = learned
     if not segment_only:
-        if seg_writer is not None:
-            seg_writer.pump()
         with stage("quantify"):
             warns, assessable = quality_warnings(vol, lungs, few) if vol.is_hu else ([], True)
             q = quantify(vol.array, lungs, lesions, regions, region_kind, vol.spacing, options.score)
@@ -274,13 +296,7 @@ def write_case(case: Case, outdir: Path, options: AnalysisOptions, segment_only:
         return write_into(case, tmp, options, segment_only, progress)
 
 
-def wants_dicom(vol: CTVolume, options: AnalysisOptions, segment_only: bool) -> bool:
-    return (options.write_dicom and not segment_only and vol.kind != "image" and vol.dicom is not None
-            and not _missing_uids(vol.dicom.headers))
-
-
-def write_into(case: Case, tmp: Path, options: AnalysisOptions, segment_only: bool, progress=None,
-               seg_writer=None) -> list[str]:
+def write_into(case: Case, tmp: Path, options: AnalysisOptions, segment_only: bool, progress=None) -> list[str]:
     """Write every output of ``case`` into the (staging) folder ``tmp``."""
     timings = case.timings
     stage = _Timer(timings, progress)
@@ -293,8 +309,6 @@ def write_into(case: Case, tmp: Path, options: AnalysisOptions, segment_only: bo
                     Image.fromarray(arr[0].astype(np.uint8)).save(tmp / f"{stem}_{name}.png")
                     files.append(f"{stem}_{name}.png")
         else:
-            if seg_writer is not None:
-                seg_writer.pump()
             with stage("masks"):
                 outs = [("lungs.nii.gz", case.lungs), ("lesions.nii.gz", case.lesions), ("regions.nii.gz", case.regions)]
                 with ThreadPoolExecutor(max_workers=2) as pool:
@@ -309,8 +323,6 @@ def write_into(case: Case, tmp: Path, options: AnalysisOptions, segment_only: bo
                     z, y = im.key_slices(case.lungs, case.lesions)
                     axial = im.axial_rgb(case.vol.array, case.lungs, case.lesions, z)
                     coronal = im.coronal_rgb(case.vol.array, case.lungs, case.lesions, y, case.vol.spacing)
-            if seg_writer is not None:
-                seg_writer.pump()
             if options.write_dicom and case.vol.dicom is not None:
                 with stage("dicom"):
                     missing = _missing_uids(case.vol.dicom.headers)
@@ -319,7 +331,7 @@ def write_into(case: Case, tmp: Path, options: AnalysisOptions, segment_only: bo
                             "dicom_outputs_skipped", "DICOM SEG/SR/SC were not written: the source images lack "
                             + ", ".join(missing) + ", which the results must reference"))
                     else:
-                        files += _write_dicom(case, tmp, axial, coronal, z, seg_writer)
+                        files += _write_dicom(case, tmp, axial, coronal, z)
             if options.write_report:
                 with stage("report"):
                     from pulmo.ct.report import html as rh
@@ -340,16 +352,14 @@ def _missing_uids(headers) -> list[str]:
     return [k for k in need if not all(str(h.get(k, "") or "") for h in headers)]
 
 
-def _write_dicom(case: Case, tmp: Path, axial, coronal, z, seg_writer=None) -> list[str]:
+def _write_dicom(case: Case, tmp: Path, axial, coronal, z) -> list[str]:
     from pulmo.ct.report import dicom_out
 
-    if seg_writer is None:
-        methods = {k: case.results["method"].get(k, "") for k in ("lungs", "regions", "lesions")}
-        paths, segs = dicom_out.write_seg(case.vol, case.lungs, case.regions, case.region_kind, case.lesions,
-                                          methods, tmp)
-    else:
-        paths, segs = seg_writer.finish()
-        case.timings["dicom_seg"] = round(seg_writer.child_seconds, 3)  # inside "dicom" unless in background
+    methods = {k: case.results["method"].get(k, "") for k in ("lungs", "regions", "lesions")}
+    t0 = time.perf_counter()
+    paths, segs = dicom_out.write_seg(case.vol, case.lungs, case.regions, case.region_kind, case.lesions,
+                                      methods, tmp)
+    case.timings["dicom_seg"] = round(time.perf_counter() - t0, 3)  # part of "dicom"
     out = [p.name for p in paths]
     if case.results.get("quantification"):
         sr = dicom_out.write_sr(case.vol, segs, case.results["quantification"], tmp)
@@ -459,20 +469,8 @@ def analyze_path(path, outdir, options: AnalysisOptions | None = None, segment_o
     stage = _Timer(timings, progress)
     with stage("load"):
         vol = load(path, options.load)
-    if not wants_dicom(vol, options, segment_only):
-        case = compute(vol, options, segment_only, timings, progress)
-        write_case(case, Path(outdir), options, segment_only, progress=progress)
-        return case.results
-    from pulmo.ct.report.dicom_out import SegWriter
-
-    # DICOM SEG encoding runs in background processes from the moment each label map is ready
-    with staging_dir(Path(outdir)) as tmp:
-        writer = SegWriter(vol, tmp)
-        try:
-            case = compute(vol, options, segment_only, timings, progress, seg_writer=writer)
-            write_into(case, tmp, options, segment_only, progress, seg_writer=writer)
-        finally:
-            writer.cancel()
+    case = compute(vol, options, segment_only, timings, progress)
+    write_case(case, Path(outdir), options, segment_only, progress=progress)
     return case.results
 
 

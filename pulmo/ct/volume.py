@@ -97,6 +97,17 @@ class CTVolume:
                 return nat.apply(out)  # drop float drift: exactly the input's header
         return sitk.Resample(img, nat.reference(img.GetPixelID()), sitk.Transform(), sitk.sitkNearestNeighbor, 0)
 
+    def from_native(self, img: sitk.Image) -> np.ndarray:
+        """A label image on the input's grid (e.g. from an external tool) as an array on the
+        canonical grid, (z, y, x) like ``array``: the inverse of :meth:`to_native`."""
+        if self.native_exact:
+            out = sitk.DICOMOrient(img, "LPS")
+            arr = sitk.GetArrayFromImage(out)
+            if arr.shape == self.shape:
+                return arr
+        ref = self.canonical_image(np.zeros(self.shape, np.uint8))
+        return sitk.GetArrayFromImage(sitk.Resample(img, ref, sitk.Transform(), sitk.sitkNearestNeighbor, 0))
+
 
 def canonicalise(img: sitk.Image) -> tuple[sitk.Image, bool]:
     """Return ``img`` on an identity-direction (LPS) grid and whether that was exact.

@@ -19,8 +19,8 @@ from pulmo.cli import main
 def test_analyze_writes_everything(analyzed, phantom_data):
     hu, truth = phantom_data
     names = {p.name for p in analyzed.iterdir()}
-    assert {"results.json", "report.html", "lungs.nii.gz", "lesions.nii.gz", "regions.nii.gz", "seg_lungs.dcm",
-            "seg_regions.dcm", "seg_lesions.dcm", "sr_measurements.dcm", "sc_axial.dcm", "sc_coronal.dcm"} <= names
+    assert {"results.json", "report.html", "lungs.nii.gz", "lesions.nii.gz", "regions.nii.gz", "seg.dcm",
+            "sr_measurements.dcm", "sc_axial.dcm", "sc_coronal.dcm"} <= names
     res = json.loads((analyzed / "results.json").read_text())
     assert res["schema_version"] == "1.0.0" and res["assessable"] is True
     q = res["quantification"]
@@ -44,15 +44,71 @@ def test_nifti_in_input_geometry(analyzed, phantom_data):
 
 
 def test_seg_reads_back(analyzed, phantom_data, phantom_dicom):
+    """One SEG instance holds lungs, zones and lesions; every frame matches the NIfTI maps."""
     _, truth = phantom_data
-    seg = hd.seg.segread(analyzed / "seg_lungs.dcm")
-    labels = {d.SegmentLabel for d in seg.SegmentSequence}
-    assert labels == {"right lung", "left lung"}
-    src = {pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID for p in phantom_dicom.iterdir()}
+    seg = hd.seg.segread(analyzed / "seg.dcm")
+    labels = [d.SegmentLabel for d in seg.SegmentSequence]
+    assert labels[:2] == ["right lung", "left lung"] and len(labels) == 2 + 6 + 2
+    assert labels[-2:] == ["ground-glass opacity", "consolidation"]
+    assert seg.SegmentsOverlap == "YES" and seg.SegmentationType == "BINARY"
+    headers = sorted((pydicom.dcmread(p, stop_before_pixels=True) for p in phantom_dicom.iterdir()),
+                     key=lambda h: float(h.ImagePositionPatient[2]))
     ref = {r.ReferencedSOPInstanceUID for r in seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence}
-    assert ref <= src
-    vol = seg.get_volume(combine_segments=True)
-    assert int((vol.array == 1).sum()) == pytest.approx(int(truth["right"].sum()), rel=0.05)
+    assert ref == {h.SOPInstanceUID for h in headers}
+    px = seg.get_pixels_by_source_instance([h.SOPInstanceUID for h in headers],
+                                           segment_numbers=list(range(1, len(labels) + 1)))
+    maps = {name: np.asarray(nib.load(analyzed / f"{name}.nii.gz").dataobj).transpose(2, 1, 0)
+            for name in ("lungs", "regions", "lesions")}
+    values = {"right lung": ("lungs", 1), "left lung": ("lungs", 2), "ground-glass opacity": ("lesions", 1),
+              "consolidation": ("lesions", 2)}
+    for i, label in enumerate(labels):
+        name, value = values.get(label, ("regions", i - 1))  # zones 1..6 are segments 3..8
+        assert np.array_equal(px[..., i] > 0, maps[name] == value), label
+    assert int((px[..., 0] > 0).sum()) == pytest.approx(int(truth["right"].sum()), rel=0.05)
+
+
+def test_seg_same_as_highdicom_alone(tmp_path, analyzed, phantom_dicom):
+    """Pulmo's frame encoder gives the same segmentation as highdicom building every frame."""
+    from pulmo.ct.io import load
+    from pulmo.ct.report import dicom_out
+
+    vol = load(phantom_dicom)
+    maps = {name: np.asarray(nib.load(analyzed / f"{name}.nii.gz").dataobj).transpose(2, 1, 0).astype(np.uint8)
+            for name in ("lungs", "regions", "lesions")}
+    ours = hd.seg.segread(analyzed / "seg.dcm")
+    for name, arr in maps.items():
+        specs = dicom_out._seg_specs(name, "zones")
+        present = [s for s in specs if (arr == s.value).any()]
+        lut = np.zeros(256, np.uint8)
+        for i, s in enumerate(present, start=1):
+            lut[s.value] = i
+        ref = hd.seg.Segmentation(
+            source_images=vol.dicom.headers, pixel_array=lut[arr], segmentation_type="BINARY",
+            segment_descriptions=[hd.seg.SegmentDescription(
+                i, s.label, s.category, s.property_type, "AUTOMATIC",
+                hd.AlgorithmIdentificationSequence(name="x", version="1",
+                                                   family=hd.sr.CodedConcept("123110", "DCM", "AI")))
+                for i, s in enumerate(present, start=1)],
+            series_instance_uid=hd.UID(), series_number=1, sop_instance_uid=hd.UID(), instance_number=1,
+            manufacturer="test", manufacturer_model_name="test", software_versions="0", device_serial_number="0")
+        ref.save_as(tmp_path / f"{name}.dcm")
+        ref = hd.seg.segread(tmp_path / f"{name}.dcm")
+        nums = {d.SegmentLabel: d.SegmentNumber for d in ours.SegmentSequence}
+        uids = [h.SOPInstanceUID for h in vol.dicom.headers]
+        a = ref.get_pixels_by_source_instance(uids, segment_numbers=list(range(1, len(present) + 1)))
+        b = ours.get_pixels_by_source_instance(uids, segment_numbers=[nums[s.label] for s in present])
+        assert np.array_equal(a, b), name
+        # the same frames (segment, source image, position), in the same per-segment order
+        def frames(ds, numbers):
+            out = []
+            for f in ds.PerFrameFunctionalGroupsSequence:
+                n = f.SegmentIdentificationSequence[0].ReferencedSegmentNumber
+                if n in numbers:
+                    out.append((numbers.index(n), f.DerivationImageSequence[0].SourceImageSequence[0]
+                                .ReferencedSOPInstanceUID,
+                                tuple(float(v) for v in f.PlanePositionSequence[0].ImagePositionPatient)))
+            return sorted(out)
+        assert frames(ref, list(range(1, len(present) + 1))) == frames(ours, [nums[s.label] for s in present])
 
 
 def test_sr_tid1500_reads_back(analyzed):
@@ -67,7 +123,7 @@ def test_sr_tid1500_reads_back(analyzed):
     assert vol.value == pytest.approx(res["quantification"]["lungs"]["right"]["volume_ml"])
 
 
-@pytest.mark.parametrize("name", ["seg_lungs.dcm", "sr_measurements.dcm", "sc_axial.dcm"])
+@pytest.mark.parametrize("name", ["seg.dcm", "sr_measurements.dcm", "sc_axial.dcm"])
 def test_dciodvfy(analyzed, name):
     out = dciodvfy(analyzed / name)
     if out is None:
@@ -133,32 +189,24 @@ def test_json_flag(tmp_path, phantom_dicom, capsys):
     assert not list(out.glob("*.dcm"))
 
 
-def test_seg_written_by_background_processes(tmp_path, phantom_dicom, analyzed, monkeypatch):
-    """The forked SEG writers (used with >= 4 CPUs) give the same SEGs and a consistent SR."""
-    monkeypatch.setenv("PULMO_CT_SEG_BACKGROUND", "1")
-    out = tmp_path / "bg"
-    assert main(["ct", "analyze", str(phantom_dicom), "-o", str(out), "--no-progress"]) == 0
-    res = json.loads((out / "results.json").read_text())
-    assert res["timings_s"]["dicom_seg"] > 0
-    for name in ("lungs", "regions", "lesions"):
-        a, b = hd.seg.segread(out / f"seg_{name}.dcm"), hd.seg.segread(analyzed / f"seg_{name}.dcm")
-        assert [s.SegmentLabel for s in a.SegmentSequence] == [s.SegmentLabel for s in b.SegmentSequence]
-        assert np.array_equal(a.get_volume().array, b.get_volume().array)
-    sr = hd.sr.srread(out / "sr_measurements.dcm")
-    seg_uids = {hd.seg.segread(out / f"seg_{n}.dcm").SOPInstanceUID for n in ("lungs", "regions")}
+def test_sr_references_the_seg(analyzed):
+    sr = hd.sr.srread(analyzed / "sr_measurements.dcm")
+    seg = hd.seg.segread(analyzed / "seg.dcm")
+    numbers = {d.SegmentLabel: d.SegmentNumber for d in seg.SegmentSequence}
     groups = sr.content.get_volumetric_roi_measurement_groups()
-    refs = {g.referenced_segment[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID for g in groups}
-    assert len(groups) == 8 and refs == seg_uids  # every group points at a SEG written by a child
+    for g in groups:
+        ref = g.referenced_segment
+        assert ref[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID == seg.SOPInstanceUID
+        assert ref[0].ReferencedSOPSequence[0].ReferencedSegmentNumber == numbers[g.tracking_identifier]
 
 
-def test_background_seg_failure_leaves_nothing(tmp_path, phantom_dicom, monkeypatch, capsys):
+def test_seg_failure_leaves_nothing(tmp_path, phantom_dicom, monkeypatch, capsys):
     from pulmo.ct.report import dicom_out
 
-    def broken(*args):
+    def broken(*args, **kwargs):
         raise ValueError("boom")
 
-    monkeypatch.setenv("PULMO_CT_SEG_BACKGROUND", "1")
-    monkeypatch.setattr(dicom_out, "write_one_seg", broken)
+    monkeypatch.setattr(dicom_out, "write_segmentation", broken)
     out = tmp_path / "fail"
     assert main(["ct", "analyze", str(phantom_dicom), "-o", str(out), "--no-progress"]) == 3
     assert "boom" in capsys.readouterr().err

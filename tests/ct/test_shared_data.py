@@ -73,4 +73,4 @@ def test_lidc_end_to_end(tmp_path):
     assert res["assessable"] is True
     assert 1500 < q["lungs"]["right"]["volume_ml"] < 3000 and 1300 < q["lungs"]["left"]["volume_ml"] < 3000
     assert q["pneumonia"]["flag"] is False  # a nodule case, not pneumonia
-    assert (out / "seg_lesions.dcm").exists() and (out / "sr_measurements.dcm").exists()
+    assert (out / "seg.dcm").exists() and (out / "sr_measurements.dcm").exists()
