@@ -205,13 +205,35 @@ def test_not_a_ct_refused_or_flagged(tmp_path, seg):
 # ----------------------------------------------------------------------------- flip test-time augmentation
 
 def test_vote():
-    from pulmo.ct.models.runtime import _vote
+    from pulmo.ct.models.runtime import _counts, _decide
 
     a = np.array([[0, 1, 2, 1]], np.uint8)
     b = np.array([[0, 1, 2, 2]], np.uint8)
     c = np.array([[1, 0, 2, 2]], np.uint8)
     d = np.array([[0, 0, 0, 1]], np.uint8)
-    assert _vote([a, b, c, d]).tolist() == [[0, 1, 2, 1]]
+    counts = _counts([a[None], b[None], c[None], d[None]])
+    assert counts.shape == (1, 3, 1, 4) and counts[0, :, 0, 3].tolist() == [0, 2, 2]
+    assert _decide(counts).tolist() == [[[0, 1, 2, 1]]]
+
+
+def test_tta_votes_are_resized_smoothly():
+    """Resizing the vote counts (bilinear) before deciding follows a round border more closely
+    than nearest-neighbour resizing of the decided labels (the network grid's blocks)."""
+    from pulmo.ct.models.runtime import _decide, _resize_counts
+
+    def disk(n, r):
+        y, x = np.mgrid[:n, :n] + 0.5
+        return (y - n / 2) ** 2 + (x - n / 2) ** 2 <= r * r
+
+    for n, size in ((8, 13), (16, 37), (32, 45)):
+        c1 = disk(n, 0.33 * n).astype(np.float32) * 4
+        counts = np.stack([4 - c1, c1, np.zeros_like(c1)])[None]
+        smooth = _decide(_resize_counts(counts, (size, size)))[0] == 1
+        idx = np.minimum((np.arange(size) * n) // size, n - 1)
+        nearest = (c1 > 0)[idx][:, idx]
+        truth = disk(size, 0.33 * size)
+        assert (smooth != truth).sum() < (nearest != truth).sum()
+    assert np.array_equal(_resize_counts(counts, (n, n)), counts)
 
 
 def test_tta_is_flip_equivariant(seg):

@@ -124,7 +124,8 @@ class Segmenter:
         the network is 2D and works on the slice grid as given.
 
         ``tta=True`` also segments the horizontally, vertically and doubly flipped slices and
-        takes a per-pixel majority vote (4x the cost; used for 2D images, not volumes).
+        takes a per-pixel majority vote (4x the cost; used for 2D images, not volumes); the vote
+        counts are resized bilinearly to the slice size before the vote, for smooth borders.
 
         Returns ``(lungs, lesions)``, uint8 arrays of the input's shape (see module doc).
         """
@@ -140,7 +141,11 @@ class Segmenter:
         xi = np.minimum((np.arange(W) * w) // W, w - 1)
         for s in range(0, n, batch):
             x = self._prepare(arr[s:s + batch], kind)
-            lu, le = self._run_tta(x) if tta else self._run(x)
+            if tta:  # vote counts, resized smoothly (bilinear) to the slice size, then decided there
+                lungs[s:s + batch], lesions[s:s + batch] = (_decide(_resize_counts(c, (H, W)))
+                                                            for c in self._tta_counts(x))
+                continue
+            lu, le = self._run(x)
             if (H, W) == (h, w):
                 lungs[s:s + batch], lesions[s:s + batch] = lu, le
             elif H % h == 0 and W % w == 0:
@@ -161,15 +166,16 @@ class Segmenter:
         except Exception as exc:  # noqa: BLE001
             raise ModelError(f"{self.path.name}: inference failed ({type(exc).__name__}: {exc})") from exc
 
-    def _run_tta(self, x: np.ndarray):
-        """Majority vote over identity, h-flip, v-flip and both (lung labels 1/2 swap under h-flips)."""
+    def _tta_counts(self, x: np.ndarray):
+        """Votes of identity, h-flip, v-flip and both: per class, how many of the 4 views say so,
+        as float32 ``(n, 3, h, w)`` for lungs and lesions (lung labels 1/2 swap under h-flips)."""
         n = len(x)
         views = np.concatenate([x, x[..., ::-1], x[..., ::-1, :], x[..., ::-1, ::-1]])
         lu, le = self._run(np.ascontiguousarray(views))
         swap = np.array([0, 2, 1], np.uint8)
         lus = [lu[:n], swap[lu[n:2 * n, :, ::-1]], lu[2 * n:3 * n, ::-1], swap[lu[3 * n:, ::-1, ::-1]]]
         les = [le[:n], le[n:2 * n, :, ::-1], le[2 * n:3 * n, ::-1], le[3 * n:, ::-1, ::-1]]
-        return _vote(lus), _vote(les)
+        return _counts(lus), _counts(les)
 
     def _check(self, images, kind, spacing) -> np.ndarray:
         if kind not in KINDS:
@@ -216,13 +222,31 @@ class Segmenter:
         return x[:, None]
 
 
-def _vote(maps) -> np.ndarray:
-    """Per pixel: foreground when at least half of the maps say so, then the commoner of
+def _counts(maps) -> np.ndarray:
+    return np.stack([sum((m == k).astype(np.float32) for m in maps) for k in (0, 1, 2)], axis=1)
+
+
+def _resize_counts(counts: np.ndarray, size) -> np.ndarray:
+    """(n, 3, h, w) vote counts -> (n, 3, H, W), bilinear (Pillow), so that label borders
+    are placed between network pixels instead of on a blocky nearest-neighbour grid."""
+    n, c, h, w = counts.shape
+    H, W = size
+    if (H, W) == (h, w):
+        return counts
+    from PIL import Image
+
+    out = np.empty((n, c, H, W), np.float32)
+    for i in range(n):
+        for k in range(c):
+            out[i, k] = np.asarray(Image.fromarray(counts[i, k], mode="F").resize((W, H), Image.BILINEAR))
+    return out
+
+
+def _decide(counts: np.ndarray) -> np.ndarray:
+    """Per pixel: foreground when at least half of the votes say so, then the commoner of
     classes 1 and 2 among them (1 on ties)."""
-    c1 = sum((m == 1).astype(np.uint8) for m in maps)
-    c2 = sum((m == 2).astype(np.uint8) for m in maps)
-    fg = 2 * (c1 + c2) >= len(maps)
-    return np.where(fg, np.where(c1 >= c2, 1, 2), 0).astype(np.uint8)
+    c0, c1, c2 = counts[:, 0], counts[:, 1], counts[:, 2]
+    return np.where(c1 + c2 >= c0, np.where(c1 >= c2, 1, 2), 0).astype(np.uint8)
 
 
 def resize_stack(chunk: np.ndarray, size) -> np.ndarray:
