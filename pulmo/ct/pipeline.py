@@ -36,6 +36,7 @@ from pulmo.ct.io.files import IMAGE_SUFFIXES, VOLUME_SUFFIXES, suffix_of
 from pulmo.ct.quantify import ScoreParams, qualify_flag, quality_warnings, quantify
 from pulmo.ct.segment.lesions import LesionParams, segment_lesions
 from pulmo.ct.segment.lungs import LungParams, add_learned_lesional_lung, segment_lungs
+from pulmo.ct.models.runtime import default_threads
 from pulmo.ct.segment.lobe_tool import ExternalLobeTool
 from pulmo.ct.segment.models import find_model, load_shipped_segmenter, segmenter_description
 from pulmo.ct.segment.regions import restrict_lobes, zones
@@ -125,7 +126,9 @@ def compute(vol: CTVolume, options: AnalysisOptions, segment_only: bool = False,
         classical = lung_model is None and vol.is_hu
         pending = None
         if lung_model is None or lesion_model is None:
-            seg, reason = load_shipped_segmenter(options.seg_model)
+            # beside the classical lung mask (one busy core), the network gets the other cores
+            threads = default_threads(busy=1) if classical else None
+            seg, reason = load_shipped_segmenter(options.seg_model, threads=threads)
             if seg is not None:
                 run = partial(seg.segment_slices, vol.array, kind="hu" if vol.is_hu else "8bit",
                               tta=vol.kind == "image")
@@ -556,6 +559,7 @@ def analyze_batch(root, outroot, options: AnalysisOptions | None = None, segment
                         case = compute(vol, options, segment_only, timings)
                         write_case(case, outroot / name, options, segment_only)
                         results = case.results
+                        del case  # free this study's maps before the next one is computed
                 except PulmoError as exc:
                     err = str(exc)
             del vol

@@ -143,7 +143,7 @@ def soft_dice(torch, p, t, mask=None, eps=1.0):
     return 1 - (2 * inter + eps) / (p.sum((1, 2)) + t.sum((1, 2)) + eps)
 
 
-def losses(torch, F, lung_logits, les_logits, lu, le, lm, em):
+def losses(torch, F, lung_logits, les_logits, lu, le, lm, em, les_weights=(1.0, 2.0, 2.0)):
     """Lung: 3-class CE (L/R known), marginal BCE on p1+p2 (L/R unknown) or on lesion
     pixels only (MedSeg). Lesion: 3-class CE + Dice (MedSeg, simulated), marginal
     lesion = GGO + consolidation BCE + Dice (binary COVID set)."""
@@ -170,7 +170,7 @@ def losses(torch, F, lung_logits, les_logits, lu, le, lm, em):
             total = total + 0.5 * (-(torch.log(p) * t).sum() / t.sum())
     sel = em == D.LES_FULL
     if sel.any():
-        w = torch.tensor([1.0, 2.0, 2.0])
+        w = torch.tensor([float(v) for v in les_weights])
         ce = F.cross_entropy(les_logits[sel], le[sel], weight=w)
         dl = sum(soft_dice(torch, pe[sel][:, c], (le[sel] == c).float()).mean() for c in (1, 2)) / 2
         du = soft_dice(torch, 1 - pe[sel][:, 0], (le[sel] > 0).float()).mean()
@@ -215,7 +215,7 @@ def train(args) -> None:
         gen.set_state(state["torch_gen"])
         start = state["iter"]
         print(f"resumed from {ck} at iteration {start}", flush=True)
-    sampler = Sampler(data, rng)
+    sampler = Sampler(data, rng, p_ms=args.p_medseg)
     log = open(out / "train.log", "a")
     t0 = time.time()
     net.train()
@@ -227,7 +227,8 @@ def train(args) -> None:
         x, lu, le, lm = augment(torch, F, torch.from_numpy(x), torch.from_numpy(lu), torch.from_numpy(le),
                                 torch.from_numpy(lm), gen)
         lung_logits, les_logits = net(x)
-        loss, parts = losses(torch, F, lung_logits, les_logits, lu, le, lm, torch.from_numpy(em))
+        loss, parts = losses(torch, F, lung_logits, les_logits, lu, le, lm, torch.from_numpy(em),
+                             les_weights=(1.0, args.ggo_weight, args.cons_weight))
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -373,6 +374,9 @@ def main(argv=None) -> int:
     t.add_argument("--threads", type=int, default=1,
                    help="torch threads (1 is fastest on a shared 2-core machine)")
     t.add_argument("--ckpt-every", type=int, default=100)
+    t.add_argument("--p-medseg", type=float, default=0.35, help="share of MedSeg slices in a batch")
+    t.add_argument("--ggo-weight", type=float, default=2.0, help="cross-entropy weight of ground glass")
+    t.add_argument("--cons-weight", type=float, default=2.0, help="cross-entropy weight of consolidation")
     t.set_defaults(func=train)
     e = sub.add_parser("export")
     e.add_argument("--out", default=str(REPO / "build" / "seg" / "run1"))

@@ -55,11 +55,17 @@ class SegmenterInfo:
                 "lesion_classes": self.lesion_classes, "quantization": self.quantization, "licence": self.licence}
 
 
-def default_threads() -> int:
+def default_threads(busy: int = 0) -> int:
+    """onnxruntime threads: ``$PULMO_ONNX_THREADS`` when set (a positive integer), else the CPUs
+    this process may use, less ``busy`` (those other work of the same process keeps busy), at least 1."""
+    env = os.environ.get("PULMO_ONNX_THREADS", "").strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
+        cpus = os.cpu_count() or 1
+    return max(1, cpus - busy)
 
 
 class Segmenter:

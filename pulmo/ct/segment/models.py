@@ -173,7 +173,7 @@ def learned_models_disabled(explicit: str | os.PathLike | None = None) -> bool:
     return os.environ.get("PULMO_CT_MODELS", "").strip().lower() == "none"
 
 
-def load_shipped_segmenter(explicit: str | os.PathLike | None = None):
+def load_shipped_segmenter(explicit: str | os.PathLike | None = None, threads: int | None = None):
     """``(segmenter, None)`` for Pulmo's shipped lung + lesion network (``pulmo/ct/models/seg.onnx``,
     see :mod:`pulmo.ct.models`) or the file ``explicit``; ``(None, reason)`` when it is disabled
     (``reason`` None) or cannot be loaded (``reason`` says why; the caller falls back to the
@@ -183,7 +183,7 @@ def load_shipped_segmenter(explicit: str | os.PathLike | None = None):
     try:
         from pulmo.ct.models import load_segmenter
 
-        return load_segmenter(explicit or None), None
+        return load_segmenter(explicit or None, threads=threads), None
     except ImportError as exc:
         return None, f"the model runtime is not available ({exc})"
     except ModelError as exc:
