@@ -64,11 +64,10 @@ class AnalysisOptions:
     lobe_tool_labels: str | None = None  # label scheme; None: $PULMO_CT_LOBE_LABELS or "lungmask"
     lesion_model: str | None = None
     seg_model: str | None = None  # shipped lung + lesion network (None: pulmo/ct/models/seg.onnx; "none": off)
-    # Add to the classical lung mask the voxels the learned model labels lung and lesion
-    # (recovers consolidated lung). Off by default: with the shipped seg-2d weights it
-    # adds false lung on healthy references (CIP Dice 0.986 -> 0.970; lungmask-2slice
-    # left lung +3.7%), see docs/ct.md.
-    learned_lung_recovery: bool = False
+    # Add to the classical lung mask the voxels the learned model labels lung and lesion,
+    # denser than -500 HU, not in the mediastinum, inside the bony thorax: consolidated and
+    # ground-glass lung that density thresholds lose (severe pneumonia), see docs/ct.md.
+    learned_lung_recovery: bool = True
     write_dicom: bool = True
     write_report: bool = True
     nifti_compression: int = 1
@@ -174,8 +173,9 @@ def compute(vol: CTVolume, options: AnalysisOptions, segment_only: bool = False,
             methods["lungs"] = "classical (threshold, airway removal, component analysis, consolidation recovery)"
             sources["lungs"] = "classical"
             if seg is not None and options.learned_lung_recovery:
-                added = add_learned_lesional_lung(lungs, learned_lungs, learned_lesions, res.airway)
-                methods["lungs"] += (f" + lung that the learned model {learned['file']} ({learned['version']}) "
+                added = add_learned_lesional_lung(lungs, learned_lungs, learned_lesions, res.airway,
+                                                  hu=vol.array, spacing=vol.spacing)
+                methods["lungs"] += (f" + dense lung that the learned model {learned['file']} ({learned['version']}) "
                                      "labels as lesion")
                 sources["lungs"] = "classical+learned"
                 info = {**info, "learned_lesional_lung_voxels_added": added}
@@ -301,6 +301,16 @@ def write_case(case: Case, outdir: Path, options: AnalysisOptions, segment_only:
 
 def write_into(case: Case, tmp: Path, options: AnalysisOptions, segment_only: bool, progress=None) -> list[str]:
     """Write every output of ``case`` into the (staging) folder ``tmp``."""
+    jobs: list = []
+    try:
+        return _write_outputs(case, tmp, options, segment_only, progress, jobs)
+    finally:
+        for job in jobs:  # never leave a writer running into a folder that is about to be removed
+            job.exception()
+
+
+def _write_outputs(case: Case, tmp: Path, options: AnalysisOptions, segment_only: bool, progress,
+                   nifti_jobs: list) -> list[str]:
     timings = case.timings
     stage = _Timer(timings, progress)
     files = []
@@ -314,8 +324,11 @@ def write_into(case: Case, tmp: Path, options: AnalysisOptions, segment_only: bo
         else:
             with stage("masks"):
                 outs = [("lungs.nii.gz", case.lungs), ("lesions.nii.gz", case.lesions), ("regions.nii.gz", case.regions)]
-                with ThreadPoolExecutor(max_workers=2) as pool:
-                    list(pool.map(lambda nm: _write_nifti(case, nm[1], tmp / nm[0], options.nifti_compression), outs))
+                # written in the background (compression releases the GIL) while the other outputs are made
+                nifti_pool = ThreadPoolExecutor(max_workers=2)
+                nifti_jobs += [nifti_pool.submit(_write_nifti, case, arr, tmp / name, options.nifti_compression)
+                               for name, arr in outs]
+                nifti_pool.shutdown(wait=False)
                 files += [n for n, _ in outs]
         if not segment_only and case.vol.kind != "image":
             axial = coronal = None
@@ -344,6 +357,10 @@ def write_into(case: Case, tmp: Path, options: AnalysisOptions, segment_only: bo
                     (tmp / "report.html").write_text(
                         rh.render(case.results, png_base64(axial), png_base64(coronal)), encoding="utf-8")
                     files.append("report.html")
+        if nifti_jobs:
+            with stage("masks_wait"):
+                for job in nifti_jobs:
+                    job.result()  # re-raises a failed write
         case.results["outputs"] = files + ["results.json"]
         case.results["timings_s"] = timings
         (tmp / "results.json").write_text(json.dumps(case.results, indent=2, default=_json_default), encoding="utf-8")

@@ -74,3 +74,41 @@ def test_lidc_end_to_end(tmp_path):
     assert 1500 < q["lungs"]["right"]["volume_ml"] < 3000 and 1300 < q["lungs"]["left"]["volume_ml"] < 3000
     assert q["pneumonia"]["flag"] is False  # a nodule case, not pneumonia
     assert (out / "seg.dcm").exists() and (out / "sr_measurements.dcm").exists()
+
+
+# ----------------------------------------------------------------------------- default pipeline (shipped network)
+
+def _default_lungs(path, monkeypatch):
+    """The lung labels `pulmo ct analyze` produces by default (shipped network, learned lung recovery)."""
+    from pulmo.ct.pipeline import AnalysisOptions, compute
+
+    monkeypatch.delenv("PULMO_CT_MODELS", raising=False)
+    case = compute(load(path), AnalysisOptions(), segment_only=True)
+    if case.results["method"]["learned_model"] is None:
+        pytest.skip("the shipped segmentation model is not installed")
+    assert case.results["method"]["source"]["lungs"] == "classical+learned"
+    return case.lungs
+
+
+def test_default_pipeline_lung_targets(monkeypatch):
+    """The issue's lung targets hold for the default pipeline, not only for the classical mask."""
+    ref = sitk.GetArrayFromImage(sitk.ReadImage(str(shared_path("ct", "cip", "wholeLung-64.nrrd")))) > 0
+    lungs = _default_lungs(shared_path("ct", "cip", "ct-64.nrrd"), monkeypatch)
+    assert dice(lungs > 0, ref) >= 0.97
+    folder = shared_path("ct", "lungmask-2slice")
+    m = re.search(r"background (\d+), right lung (\d+), left lung (\d+)", (folder / "EXPECTED.md").read_text())
+    lungs = _default_lungs(folder, monkeypatch)
+    assert abs((lungs == 1).sum() / int(m.group(2)) - 1) <= 0.03
+    assert abs((lungs == 2).sum() / int(m.group(3)) - 1) <= 0.03
+
+
+def test_severe_pneumonia_lung_stays_whole(monkeypatch):
+    """A COVID-19 slice with diffuse bilateral opacity (covid-ny-sbu A046441): density thresholds keep
+    only the aerated anterior lung; the default pipeline recovers the diseased lung of both sides."""
+    src = shared_path("ct", "covid-ny-sbu", "A046441", "axial", "19010101-23.dcm")
+    vol = load(src)
+    classical = segment_lungs(vol.array, vol.spacing).labels
+    lungs = _default_lungs(src, monkeypatch)
+    assert (lungs > 0).sum() > 3 * (classical > 0).sum()
+    assert (lungs == 1).sum() > 0.2 * (lungs > 0).sum() and (lungs == 2).sum() > 0.2 * (lungs > 0).sum()
+    assert not (lungs[classical > 0] == 0).any()  # only additions

@@ -49,7 +49,7 @@ def test_default_uses_shipped_model(tmp_path, phantom_dicom, monkeypatch):
     assert main(["ct", "analyze", str(phantom_dicom), "-o", str(out), "--no-dicom", "--no-progress"]) == 0
     res = json.loads((out / "results.json").read_text())
     m = res["method"]
-    assert m["source"] == {"lungs": "classical", "lesions": "learned"}  # learned_lung_recovery is off by default
+    assert m["source"] == {"lungs": "classical+learned", "lesions": "learned"}  # learned lung recovery is on
     assert m["learned_model"]["file"] == "seg.onnx" and m["learned_model"]["version"] == version
     assert version in m["lesions"] and "learned_models_unavailable" not in {w["code"] for w in res["warnings"]}
     assert res["quantification"]["lungs"]["total"]["volume_ml"] > 0
@@ -142,3 +142,33 @@ def test_add_learned_lesional_lung_keeps_airway_and_sides():
     assert n == 2 * 4 * 2
     assert (labels[:, 8:12, 7:9] == 1).all() and not labels[:, 0:3, 9:11].any() and labels[0, 0, 0] == 0
     assert ((labels != before) == ((before == 0) & (labels == 1) & (lesions == 2))).all()
+
+
+def test_learned_recovery_only_dense_lung_inside_the_thorax():
+    """With HU, additions must be dense, not between the lungs (mediastinum) and inside the ribs."""
+    from pulmo.ct.segment.lungs import add_learned_lesional_lung
+
+    nz, ny, nx = 4, 140, 140
+    hu = np.full((nz, ny, nx), -1000.0, np.float32)
+    yy, xx = np.mgrid[:ny, :nx]
+    r2 = (yy - 70) ** 2 + (xx - 70) ** 2
+    hu[:, r2 <= 66 ** 2] = 40.0                                            # soft tissue
+    hu[:, (r2 >= 56 ** 2) & (r2 <= 58 ** 2)] = 700.0                       # a closed bony ring
+    labels = np.zeros((nz, ny, nx), np.uint8)
+    labels[:, 40:100, 30:62] = 1
+    labels[:, 40:100, 78:110] = 2
+    hu[labels > 0] = -850.0
+    learned = np.zeros_like(labels)
+    lesions = np.zeros_like(labels)
+    regions = {name: np.zeros((ny, nx), bool) for name in ("dense", "medi", "wall", "airy")}
+    regions["dense"][100:108, 40:58] = True                                # consolidation below the right lung
+    regions["medi"][60:70, 64:76] = True                                   # between the lungs
+    regions["wall"][65:75, 6:10] = True                                    # outside the ribs (chest wall)
+    regions["airy"][30:40, 85:100] = True                                  # labelled lesion but aerated
+    for m in regions.values():
+        learned[:, m] = 1
+        lesions[:, m] = 2
+    hu[:, regions["airy"]] = -900.0
+    n = add_learned_lesional_lung(labels, learned, lesions, None, hu=hu, spacing=(5.0, 1.0, 1.0))
+    assert (labels[:, regions["dense"]] == 1).all() and n == nz * regions["dense"].sum()
+    assert not any(labels[:, regions[k]].any() for k in ("medi", "wall", "airy"))

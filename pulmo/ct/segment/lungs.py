@@ -402,6 +402,18 @@ def _medial_mask(m: np.ndarray, side: int) -> np.ndarray:
     return xidx < edge[:, :, None]
 
 
+def _between_lungs(labels: np.ndarray) -> np.ndarray:
+    """The mediastinum, row by row: voxels left of the left lung and right of the right lung
+    (patient's sides), in the rows (z, y) that hold both lungs; False in other rows."""
+    right, left = labels == 1, labels == 2
+    both = right.any(axis=2) & left.any(axis=2)                         # (z, y)
+    nx = labels.shape[2]
+    right_end = nx - 1 - np.argmax(right[:, :, ::-1], axis=2)           # last x of the right lung
+    left_start = np.argmax(left, axis=2)                                # first x of the left lung
+    x = np.arange(nx)[None, None, :]
+    return both[:, :, None] & (x > right_end[:, :, None]) & (x < left_start[:, :, None])
+
+
 def _grow_border(hu, labels, border_hu, airway, iterations: int) -> np.ndarray:
     if iterations < 1:
         return labels
@@ -430,26 +442,122 @@ def _refine_upsampled(hu, labels_w, factors, p: LungParams) -> np.ndarray:
     return up
 
 
+def thoracic_cage(hu: np.ndarray, lungs: np.ndarray, spacing, slices=None, near_mm: float = 25.0,
+                  bone_hu: float = 250.0, factor: int = 4, slab_mm: float = 5.0) -> np.ndarray:
+    """Per axial slice, the inside of the bony thorax: the convex hull of the bone voxels (ribs,
+    spine, sternum: above ``bone_hu``) that lie within ``near_mm`` of ``lungs`` (so not the arms).
+
+    Computed on a grid coarsened by ``factor`` (bone by block maximum), one hull per slab of
+    ``slab_mm`` (the ribs of the slab together), only for the slabs holding ``slices`` (default:
+    the slices holding lung), and brought back to full resolution; a slab with too little bone
+    near the lungs is left unconstrained (all True). ``spacing`` (z, y, x) mm. Bool (z, y, x).
+    """
+    from scipy.spatial import ConvexHull, QhullError
+
+    nz, ny, nx = lungs.shape
+    out = np.ones(lungs.shape, bool)
+    ys, xs = ny // factor * factor, nx // factor * factor
+    todo = np.flatnonzero(lungs.any(axis=(1, 2))) if slices is None else np.asarray(slices)
+    if ys == 0 or xs == 0 or todo.size == 0:
+        return out
+    radius = max(1, int(round(near_mm / (min(spacing[1:]) * factor))))
+    step = max(1, int(round(slab_mm / spacing[0])))    # one hull per slab of slices: ribs change slowly in z
+    yy, xx = np.mgrid[:ys // factor, :xs // factor]
+    grid = np.column_stack([yy.ravel(), xx.ravel()]) + 0.5
+    for z0 in np.unique(todo // step) * step:
+        zs = [z for z in range(z0, min(z0 + step, nz))]
+        bone = _block_any(hu[zs, :ys, :xs] > bone_hu, factor).any(axis=0)
+        lung = _block_any(lungs[zs, :ys, :xs] > 0, factor).any(axis=0)
+        near = ndi.binary_dilation(lung, structure=np.ones((3, 3), bool), iterations=radius)
+        pts = np.argwhere(bone & near) + 0.5
+        if len(pts) < 12:
+            continue
+        try:
+            hull = ConvexHull(pts)
+        except QhullError:
+            continue
+        # inside the convex hull: on the inner side of every facet (half-plane), with half a cell of slack
+        inside = ((grid @ hull.equations[:, :2].T + hull.equations[:, 2]) <= 0.5).all(axis=1).reshape(lung.shape)
+        full = np.zeros((ny, nx), bool)
+        full[:ys, :xs] = np.repeat(np.repeat(inside, factor, 0), factor, 1)
+        out[zs] = full
+    return out
+
+
+def _block_any(mask: np.ndarray, factor: int) -> np.ndarray:
+    """(n, Y, X) bool with Y, X multiples of ``factor`` -> (n, Y/factor, X/factor): any in each block."""
+    m = mask
+    while factor > 1 and factor % 2 == 0:   # pairwise OR of strided views: much faster than .any on a 5D view
+        m = m[:, 0::2] | m[:, 1::2]
+        m = m[:, :, 0::2] | m[:, :, 1::2]
+        factor //= 2
+    if factor > 1:
+        n, y, x = m.shape
+        m = m.reshape(n, y // factor, factor, x // factor, factor).any(axis=(2, 4))
+    return m
+
+
 def add_learned_lesional_lung(labels: np.ndarray, learned_lungs: np.ndarray, learned_lesions: np.ndarray,
-                              airway: np.ndarray | None = None) -> int:
+                              airway: np.ndarray | None = None, hu: np.ndarray | None = None, spacing=None,
+                              dense_hu: float = -500.0) -> int:
     """Add to the classical mask ``labels`` (in place) the voxels that the learned model labels
-    both lung and lesion but the classical method missed: consolidated or ground-glass lung
-    (dense, so below the air threshold) at the lung's edge. The classical trachea/bronchi
-    exclusion is kept (the airway, dilated in-plane by one voxel, is never added), and each
-    added voxel takes the side (1 right / 2 left) of the nearest classical lung voxel, because
-    the network's right/left split is less reliable than the classical one (docs/ct.md).
+    both lung and lesion but the classical method missed: consolidated lung (dense, so above the
+    air threshold) wherever it lies -- anterior, lateral, posterior or paramediastinal. The
+    classical trachea/bronchi exclusion is kept (the airway, dilated in-plane by one voxel, is
+    never added), and each added voxel takes the side (1 right / 2 left) of the nearest classical
+    lung voxel, because the network's right/left split is less reliable than the classical one.
+
+    With ``hu`` (and ``spacing``, (z, y, x) mm) the additions must also be dense
+    (> ``dense_hu``: consolidation, which the classical thresholds miss; ground glass is
+    already inside the classical mask), not between the two lungs (the mediastinum, where the
+    network confuses hilar vessels with lesion) and inside the bony thorax
+    (:func:`thoracic_cage`, so not in the chest wall). Measured in docs/ct.md: on the healthy
+    references this keeps CIP Dice 0.983 and the lungmask counts within 1.1 %.
 
     Only lesion-labelled lung is added: the plain union with the network's lung mask lowered
     the lung Dice on the CIP reference (0.986 -> 0.921) by adding a rim around healthy lung.
     Returns the number of voxels added."""
     add = (labels == 0) & (learned_lungs > 0) & (learned_lesions > 0)
+    rows = crop_box(add, (1, 1, 0))   # the candidates' slices and rows, whole rows (x) kept
+    if rows is None:
+        return 0
+    rows = (rows[0], rows[1], slice(None))
+    cand = add[rows].copy()
     if airway is not None:
-        add &= ~ndi.binary_dilation(airway, structure=SLICE_2D)
+        air = airway[rows]
+        abox = crop_box(air, (0, 1, 1))
+        if abox is not None:
+            cand[abox] &= ~ndi.binary_dilation(air[abox], structure=SLICE_2D)
+    if hu is not None and cand.any():
+        h, lab = hu[rows], labels[rows]
+        cand &= h > dense_hu
+        cand &= ~_between_lungs(lab)
+        if cand.any():
+            sp = spacing if spacing is not None else (1.0, 1.0, 1.0)
+            cand &= thoracic_cage(h, (lab > 0) | (learned_lungs[rows] > 0), sp,
+                                  slices=np.flatnonzero(cand.any(axis=(1, 2))))
+    add[...] = False
+    add[rows] = cand
     n = int(add.sum())
     if n == 0 or not labels.any():
         return 0
-    box = crop_box(add | (labels > 0), (1, 1, 1))
+    # each 3D component of the additions takes the side of the classical lung it touches most
+    box = crop_box(add, (1, 1, 1))
     sub, a = labels[box], add[box]
-    idx = ndi.distance_transform_edt(sub == 0, return_distances=False, return_indices=True)
-    sub[a] = sub[tuple(i[a] for i in idx)]
+    comp, k = ndi.label(a)
+    near = ndi.grey_dilation(comp, size=(3, 3, 3))
+    touch = (near > 0) & (sub > 0)
+    votes = np.zeros((k + 1, 3), np.int64)
+    np.add.at(votes, (near[touch], sub[touch]), 1)
+    side = np.argmax(votes[:, 1:], axis=1).astype(np.uint8) + 1
+    lonely = votes[:, 1:].sum(axis=1) == 0            # touching no lung: by the side of the midline
+    if lonely[1:].any():
+        xs = np.arange(labels.shape[2])
+        right_x = xs[(labels == 1).any(axis=(0, 1))]
+        left_x = xs[(labels == 2).any(axis=(0, 1))]
+        mid = (right_x.max() + left_x.min()) / 2 if right_x.size and left_x.size else labels.shape[2] / 2
+        x = np.broadcast_to(np.arange(box[2].start, box[2].stop), a.shape)[a]
+        cx = np.bincount(comp[a], weights=x, minlength=k + 1) / np.maximum(np.bincount(comp[a], minlength=k + 1), 1)
+        side[lonely] = np.where(cx[lonely] < mid, 1, 2)
+    sub[a] = side[comp[a]]
     return n
