@@ -211,3 +211,38 @@ def test_seg_failure_leaves_nothing(tmp_path, phantom_dicom, monkeypatch, capsys
     assert main(["ct", "analyze", str(phantom_dicom), "-o", str(out), "--no-progress"]) == 3
     assert "boom" in capsys.readouterr().err
     assert not out.exists() and not list(tmp_path.glob(".fail*"))
+
+
+@pytest.mark.parametrize("shape", [(3, 7, 9), (2, 5, 5), (4, 8, 8)])
+def test_seg_frames_packed_back_to_back(shape):
+    """BINARY frames are packed bit after bit across frame boundaries (a frame may start inside
+    a byte when rows x columns is not a multiple of 8), as pydicom's reference packer does."""
+    from pydicom.pixels import pack_bits
+
+    from pulmo.ct.report.dicom_seg import _pack_frames
+
+    frames = np.random.default_rng(0).random(shape) > 0.5
+    ours = _pack_frames(list(frames))
+    ref = pack_bits(frames.astype(np.uint8).ravel(), pad=True)
+    assert ours == ref and len(ours) % 2 == 0
+
+
+def test_seg_with_odd_frame_size(tmp_path, phantom_data):
+    """A source of 109 x 125 pixels (frames not a multiple of 8 bits): the SEG still reads back
+    frame by frame as the NIfTI lung map."""
+    hu, _ = phantom_data
+    odd = np.ascontiguousarray(hu[:, 1:110, 2:127])
+    src = tmp_path / "odd"
+    write_series(odd, src)
+    out = tmp_path / "out"
+    assert main(["ct", "analyze", str(src), "-o", str(out), "--no-progress"]) == 0
+    seg = hd.seg.segread(out / "seg.dcm")
+    assert (seg.Rows, seg.Columns) == (109, 125)
+    headers = sorted((pydicom.dcmread(p, stop_before_pixels=True) for p in src.iterdir()),
+                     key=lambda h: float(h.ImagePositionPatient[2]))
+    px = seg.get_pixels_by_source_instance([h.SOPInstanceUID for h in headers], segment_numbers=[1, 2])
+    lungs = np.asarray(nib.load(out / "lungs.nii.gz").dataobj).transpose(2, 1, 0)
+    assert np.array_equal(px[..., 0] > 0, lungs == 1) and np.array_equal(px[..., 1] > 0, lungs == 2)
+    err = dciodvfy(out / "seg.dcm")
+    if err is not None:
+        assert not [line for line in err.splitlines() if line.startswith("Error")]
