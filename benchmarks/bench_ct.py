@@ -10,9 +10,8 @@ without loading overlapped with computing.
 
 Each measurement is repeated ``--repeat`` times (fresh process each); the table gives
 the median per stage with the min-max range, because on a shared machine single runs vary
-by +-30 %. Peak memory: the analysing process's max RSS (and, when the DICOM SEGs are
-written by background processes, the largest child's max RSS, which counts pages shared
-with the parent).
+by +-30 %. Peak memory: the analysing process's max RSS (and the largest child process's,
+if the analysis ever starts one; the lobe-tool plug-in does).
 
 Targets (issue): <= 10 s and <= 2 GB peak for the 300-slice case on 2 CPU cores.
 Nothing derived from the shared data is written inside the repository.
