@@ -127,7 +127,8 @@ def compute(vol: CTVolume, options: AnalysisOptions, segment_only: bool = False,
         if lung_model is None or lesion_model is None:
             # beside the classical lung mask (one busy core), the network gets the other cores
             threads = default_threads(busy=1) if classical else None
-            seg, reason = load_shipped_segmenter(options.seg_model, threads=threads)
+            seg, reason = load_shipped_segmenter(options.seg_model, threads=threads,
+                                                 kind="hu" if vol.is_hu else "8bit")
             if seg is not None:
                 run = partial(seg.segment_slices, vol.array, kind="hu" if vol.is_hu else "8bit",
                               tta=vol.kind == "image")
@@ -440,7 +441,7 @@ def analyze_image_folder(path, outdir, options: AnalysisOptions, segment_only=Fa
 
     missing = models_available({"lungs": options.lung_model, "lesions": options.lesion_model})
     if missing:
-        seg, reason = load_shipped_segmenter(options.seg_model)
+        seg, reason = load_shipped_segmenter(options.seg_model, kind="8bit")
         if seg is None:
             raise InputError(f"{Path(path).name}: a folder of 2D images; " + NO_2D_MODEL
                              + (f"; the shipped model could not be loaded: {reason}" if reason else ""))

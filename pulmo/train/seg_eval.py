@@ -1,6 +1,6 @@
 """Held-out evaluation of the segmentation model (used for the model cards).
 
-    python -m pulmo.train.seg_eval [--model pulmo/ct/models/seg.onnx] [--work build/seg/eval]
+    python -m pulmo.train.seg_eval [--model FILE.onnx] [--work build/seg/eval]
 
 1. 2D held-out sets, scored through the same code as ``pulmo ct evaluate``:
    the PNG slices ``PNG_TEST_START``..1613 (lung Dice, lesion-union Dice) and the 10
@@ -69,7 +69,8 @@ def overlay(hu: np.ndarray, lungs: np.ndarray, lesions: np.ndarray) -> np.ndarra
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m pulmo.train.seg_eval", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default=str(REPO / "pulmo" / "ct" / "models" / "seg.onnx"))
+    ap.add_argument("--model", default=None, help="one ONNX file for every check (default: the shipped "
+                    "networks as Pulmo uses them: seg_8bit.onnx on the 2D sets, seg.onnx on HU CT)")
     ap.add_argument("--data", default=str(D.default_data_root()))
     ap.add_argument("--work", default=str(REPO / "build" / "seg" / "eval"))
     ap.add_argument("--skip-hu", action="store_true")
@@ -78,14 +79,16 @@ def main(argv=None) -> int:
     from PIL import Image
 
     from pulmo.cli.ct_evaluate import evaluate_dirs
-    from pulmo.ct.models import Segmenter, segment_image_folder
+    from pulmo.ct.models import DEFAULT_MODEL, DEFAULT_MODEL_8BIT, Segmenter, segment_image_folder
 
     root, work = Path(args.data), Path(args.work)
-    seg = Segmenter(args.model, threads=args.threads)
-    summary = {"model": args.model, "version": seg.version}
+    seg2d = Segmenter(args.model or DEFAULT_MODEL_8BIT, threads=args.threads)
+    seg = Segmenter(args.model or DEFAULT_MODEL, threads=args.threads)
+    summary = {"model_2d": str(seg2d.path), "version_2d": seg2d.version,
+               "model_hu": str(seg.path), "version_hu": seg.version}
     dirs = heldout_dirs(root, work)
     for key, d in dirs.items():
-        recs = segment_image_folder(d / "images", d / "pred", segmenter=seg, on_error="raise")
+        segment_image_folder(d / "images", d / "pred", segmenter=seg2d, on_error="raise")
         res = evaluate_dirs(d / "pred", d / "gt")
         summary[key] = {"n": res["n_images"], "dice": res["dice"], "lesion_in_lung_pct": res["lesion_in_lung_pct"]}
         (work / f"{key}_per_image.json").write_text(json.dumps(res["per_image"], indent=1, default=str))

@@ -21,9 +21,9 @@ needs_model = pytest.mark.skipif(DEFAULT_MODEL is None or not DEFAULT_MODEL.is_f
                                  reason="pulmo/ct/models/seg.onnx is not present")
 
 
-def _shipped_version() -> str:
+def _shipped_version(kind: str = "hu") -> str:
     try:
-        return load_segmenter().version
+        return load_segmenter(kind=kind).version
     except Exception as exc:  # noqa: BLE001 - a broken shipped model: not what these tests check
         pytest.skip(f"the shipped model does not load here: {exc}")
 
@@ -78,7 +78,8 @@ def test_pinned_classical_has_no_learned_model(analyzed):
 @needs_model
 def test_segment_image_folder_default(tmp_path, monkeypatch):
     monkeypatch.delenv("PULMO_CT_MODELS", raising=False)
-    version = _shipped_version()
+    version = _shipped_version("8bit")
+    assert version != _shipped_version("hu")  # 8-bit slices get their own network (seg_8bit.onnx)
     src = tmp_path / "slices"
     src.mkdir()
     sizes = {"0": (96, 128), "1": (64, 64), "scan_b": (150, 120)}
@@ -94,6 +95,7 @@ def test_segment_image_folder_default(tmp_path, monkeypatch):
     res = json.loads((out / "results.json").read_text())
     assert res["method"]["source"] == {"lungs": "learned", "lesions": "learned"}
     assert res["method"]["learned_model"]["version"] == version
+    assert res["method"]["learned_model"]["file"] == "seg_8bit.onnx"
     assert [i["name"] for i in res["images"]] == ["0", "1", "scan_b"]
     rows = list(csv.DictReader(open(out / "summary.csv", encoding="utf-8")))
     assert [r["name"] for r in rows] == ["0", "1", "scan_b"]

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pulmo.ct.models import DEFAULT_MODEL, Segmenter, load_segmenter, read_gray_image, segment_image_folder
+from pulmo.ct.models import (DEFAULT_MODEL, DEFAULT_MODEL_8BIT, Segmenter, default_model, load_segmenter,
+                              read_gray_image, segment_image_folder)
 from pulmo.ct.models.runtime import MODEL_DIR
 from pulmo.errors import InputError, ModelError
 
@@ -32,11 +33,34 @@ def _chest_slice_8bit(size=256):
 
 def test_shipped_model_present_small_and_documented():
     assert DEFAULT_MODEL.is_file(), "pulmo/ct/models/seg.onnx is missing"
+    assert DEFAULT_MODEL_8BIT.is_file(), "pulmo/ct/models/seg_8bit.onnx is missing"
     total = sum(p.stat().st_size for p in MODEL_DIR.glob("*.onnx"))
     assert total <= 20 * 2**20
     for card in ("lungs.md", "lesions.md"):
         text = (MODEL_DIR / card).read_text()
         assert "non-commercial" in text and "Dice" in text
+        assert "seg.onnx" in text and "seg_8bit.onnx" in text  # each card covers both networks
+
+
+@pytest.mark.parametrize("path", [DEFAULT_MODEL, DEFAULT_MODEL_8BIT], ids=["hu", "8bit"])
+def test_image_convolution_is_float(path):
+    """The convolution on the image is never int8: onnxruntime's u8 x s8 kernels saturate on x86
+    CPUs without VNNI, which made the shipped network's output machine-dependent (see
+    pulmo.train.seg.float_image_conv)."""
+    onnx = pytest.importorskip("onnx")
+    g = onnx.load(str(path)).graph
+    image = g.input[0].name
+    users = [n for n in g.node if image in n.input]
+    assert [n.op_type for n in users] == ["Conv"]
+
+
+def test_default_model_by_kind():
+    assert default_model("hu") == DEFAULT_MODEL and default_model("8bit") == DEFAULT_MODEL_8BIT
+    hu, eight = load_segmenter(kind="hu"), load_segmenter(kind="8bit")
+    assert hu is not eight and load_segmenter() is hu and load_segmenter(kind="8bit") is eight  # both cached
+    assert hu.version.startswith("seg-2d-1") and eight.version.startswith("seg-2d-2")
+    with pytest.raises(InputError, match="kind must be one of"):
+        default_model("rgb")
 
 
 def test_metadata(seg):

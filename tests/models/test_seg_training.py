@@ -79,6 +79,25 @@ def test_augment_swaps_left_right_with_flips():
 
 
 @needs_torch
+def test_augment_keep_intensity_is_geometric_only():
+    """Slices marked ``keep_intensity`` are moved but keep their grey levels; the others do not."""
+    import torch.nn.functional as F
+
+    from pulmo.train.seg import augment
+
+    n = 8
+    x = torch.full((n, 1, 32, 32), 0.5)
+    lu = torch.zeros(n, 32, 32, dtype=torch.long)
+    le = torch.zeros(n, 32, 32, dtype=torch.long)
+    lm = torch.full((n,), D.LUNG_LR)
+    keep = torch.tensor([True, False] * (n // 2))
+    xa, *_ = augment(torch, F, x.clone(), lu, le, lm, torch.Generator().manual_seed(1), keep_intensity=keep)
+    inside = xa[:, 0, 12:20, 12:20]  # the centre stays inside the moved image
+    assert torch.allclose(inside[keep], torch.tensor(0.5))
+    assert all(not torch.allclose(inside[i], torch.tensor(0.5), atol=1e-3) for i in range(n) if not keep[i])
+
+
+@needs_torch
 def test_losses_finite_and_marginal():
     import torch.nn.functional as F
 
@@ -104,11 +123,12 @@ def test_losses_finite_and_marginal():
 
 
 @needs_torch
-def test_export_wrapper_matches_argmax(tmp_path):
+@pytest.mark.parametrize("arch", ["seg-2d-1", "seg-2d-2", "seg-2d-2f"])
+def test_export_wrapper_matches_argmax(tmp_path, arch):
     from pulmo.train.seg_net import ExportWrapper, SegNet
 
     torch.manual_seed(0)
-    net = SegNet().eval()
+    net = SegNet.from_arch(arch).eval()
     x = torch.rand(2, 1, 64, 64)
     with torch.no_grad():
         lung_logits, les_logits = net(x)
@@ -148,5 +168,12 @@ def test_training_smoke_and_resume(tmp_path):
     from pulmo.ct.models import Segmenter
 
     s = Segmenter(tmp_path / "m.onnx", threads=1)
+    assert s.version == "seg-2d-2.0"  # the default (shipped) variant, named by the checkpoint
     lungs, lesions = s.segment_slices(np.zeros((2, 100, 120), np.uint8), kind="8bit")
     assert lungs.shape == (2, 100, 120)
+    # a checkpoint of one variant is never resumed as another
+    with pytest.raises(SystemExit, match="seg-2d-2 network, not seg-2d-1"):
+        seg.main(argv + ["--arch", "seg-2d-1"])
+    with pytest.raises(SystemExit, match="unknown network variant"):
+        seg.main(["train", "--out", str(tmp_path / "other"), "--cache", str(cache), "--iters", "1",
+                  "--arch", "seg-9"])

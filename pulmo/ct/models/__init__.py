@@ -1,17 +1,20 @@
 """Pulmo's shipped learned models for chest CT and the small runtime that runs them.
 
-``seg.onnx`` is one network with a shared encoder and two heads (cards:
+Two networks, each one graph with a shared encoder and two heads (cards:
 ``lungs.md``, ``lesions.md``): right/left lung and ground-glass / consolidation.
-It runs with onnxruntime + numpy only (no PyTorch); it was trained by
+``seg.onnx`` (``seg-2d-1``) segments HU volumes; ``seg_8bit.onnx`` (``seg-2d-2``,
+larger, more accurate on 8-bit slices) segments 8-bit PNG/JPG slices. They run with
+onnxruntime + numpy only (no PyTorch); they were trained by
 ``python -m pulmo.train.seg`` (see ``docs/models.md``). The weights are for
 non-commercial research use only (training data licences).
 
 API (for the CT pipeline and the CLI)::
 
     from pulmo.ct.models import load_segmenter, segment_image_folder
-    seg = load_segmenter()                     # or load_segmenter("other.onnx"); cached
+    seg = load_segmenter()                     # HU model; load_segmenter("other.onnx"); cached
     lungs, lesions = seg.segment_slices(hu_volume, kind="hu")      # (N, H, W) -> uint8 x2
-    lungs, lesions = seg.segment_slices(uint8_slices, kind="8bit")
+    seg8 = load_segmenter(kind="8bit")         # the 8-bit model
+    lungs, lesions = seg8.segment_slices(uint8_slices, kind="8bit")
     seg.metadata    # {"version", "input_size", "hu_window", "lung_classes", "lesion_classes", ...}
     records = segment_image_folder("in/", "out/")   # out/<name>_lungs.png, <name>_lesions.png
 
@@ -28,17 +31,21 @@ API (for the CT pipeline and the CLI)::
 from pulmo.ct.models.images import read_gray_image, segment_image_folder
 from pulmo.ct.models.runtime import (
     DEFAULT_MODEL,
+    DEFAULT_MODEL_8BIT,
     LESION_CLASSES,
     LUNG_CLASSES,
     Segmenter,
+    default_model,
     load_segmenter,
 )
 
 __all__ = [
     "DEFAULT_MODEL",
+    "DEFAULT_MODEL_8BIT",
     "LESION_CLASSES",
     "LUNG_CLASSES",
     "Segmenter",
+    "default_model",
     "load_segmenter",
     "read_gray_image",
     "segment_image_folder",

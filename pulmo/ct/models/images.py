@@ -94,7 +94,7 @@ def segment_image_folder(folder: str | Path, out_dir: str | Path, segmenter=None
     if on_error not in ("record", "raise"):
         raise ValueError("on_error must be 'record' or 'raise'")
     files = list_images(folder)
-    seg = segmenter if segmenter is not None else load_segmenter()
+    seg = segmenter if segmenter is not None else load_segmenter(kind="8bit")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     records = []

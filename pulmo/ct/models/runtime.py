@@ -3,9 +3,10 @@
 Usage::
 
     from pulmo.ct.models import load_segmenter
-    seg = load_segmenter()                      # the shipped model (pulmo/ct/models/seg.onnx)
+    seg = load_segmenter()                      # the shipped HU model (pulmo/ct/models/seg.onnx)
     lungs, lesions = seg.segment_slices(volume_hu, kind="hu")     # (N, H, W) each, uint8
-    lungs, lesions = seg.segment_slices(images_uint8, kind="8bit")
+    seg8 = load_segmenter(kind="8bit")          # the shipped 8-bit model (seg_8bit.onnx)
+    lungs, lesions = seg8.segment_slices(images_uint8, kind="8bit")
     seg.metadata                                # version, input size, HU window, classes...
 
 Labels: ``lungs`` 0 background, 1 the lung on the image's left (the patient's right
@@ -29,7 +30,8 @@ import numpy as np
 from pulmo.errors import InputError, ModelError
 
 MODEL_DIR = Path(__file__).resolve().parent
-DEFAULT_MODEL = MODEL_DIR / "seg.onnx"
+DEFAULT_MODEL = MODEL_DIR / "seg.onnx"             # HU volumes (seg-2d-1)
+DEFAULT_MODEL_8BIT = MODEL_DIR / "seg_8bit.onnx"   # 8-bit slices, PNG / JPG (seg-2d-2)
 LUNG_CLASSES = {0: "background", 1: "image-left lung (patient right)", 2: "image-right lung (patient left)"}
 LESION_CLASSES = {0: "background", 1: "ground-glass opacity", 2: "consolidation"}
 KINDS = ("8bit", "hu")
@@ -284,16 +286,27 @@ def resize_stack(chunk: np.ndarray, size) -> np.ndarray:
 _CACHE: dict = {}
 
 
-def load_segmenter(path: str | os.PathLike | None = None, threads: int | None = None) -> Segmenter:
-    """The segmenter for ``path`` (default: the shipped ``seg.onnx``), cached per (path, threads).
+def default_model(kind: str = "hu") -> Path:
+    """The shipped network for ``kind``: ``seg.onnx`` for HU volumes, ``seg_8bit.onnx`` for 8-bit
+    slices (PNG/JPG). Why two: docs/models.md ("Two shipped networks")."""
+    if kind not in KINDS:
+        raise InputError(f"kind must be one of {KINDS}, not {kind!r}")
+    return DEFAULT_MODEL if kind == "hu" else DEFAULT_MODEL_8BIT
+
+
+def load_segmenter(path: str | os.PathLike | None = None, threads: int | None = None,
+                   kind: str = "hu") -> Segmenter:
+    """The segmenter for ``path`` (default: the shipped network for ``kind``, see
+    :func:`default_model`), cached per (path, threads); at most the two shipped networks stay loaded.
 
     Raises :class:`pulmo.errors.ModelError` when the file is missing, corrupt or not a
     Pulmo lung + lesion model."""
-    p = Path(path).resolve() if path is not None else DEFAULT_MODEL
+    p = Path(path).resolve() if path is not None else default_model(kind)
     key = (str(p), threads, p.stat().st_mtime_ns if p.is_file() else None)
     seg = _CACHE.get(key)
     if seg is None:
         seg = Segmenter(p, threads=threads)
-        _CACHE.clear()
+        while len(_CACHE) >= 2:
+            _CACHE.pop(next(iter(_CACHE)))
         _CACHE[key] = seg
     return seg

@@ -173,9 +173,11 @@ def learned_models_disabled(explicit: str | os.PathLike | None = None) -> bool:
     return os.environ.get("PULMO_CT_MODELS", "").strip().lower() == "none"
 
 
-def load_shipped_segmenter(explicit: str | os.PathLike | None = None, threads: int | None = None):
-    """``(segmenter, None)`` for Pulmo's shipped lung + lesion network (``pulmo/ct/models/seg.onnx``,
-    see :mod:`pulmo.ct.models`) or the file ``explicit``; ``(None, reason)`` when it is disabled
+def load_shipped_segmenter(explicit: str | os.PathLike | None = None, threads: int | None = None,
+                           kind: str = "hu"):
+    """``(segmenter, None)`` for Pulmo's shipped lung + lesion network for ``kind`` ("hu": volumes in
+    Hounsfield units, ``seg.onnx``; "8bit": 8-bit slices, ``seg_8bit.onnx``; see :mod:`pulmo.ct.models`)
+    or the file ``explicit``; ``(None, reason)`` when it is disabled
     (``reason`` None) or cannot be loaded (``reason`` says why; the caller falls back to the
     density method and reports it)."""
     if learned_models_disabled(explicit):
@@ -183,7 +185,7 @@ def load_shipped_segmenter(explicit: str | os.PathLike | None = None, threads: i
     try:
         from pulmo.ct.models import load_segmenter
 
-        return load_segmenter(explicit or None, threads=threads), None
+        return load_segmenter(explicit or None, threads=threads, kind=kind), None
     except ImportError as exc:
         return None, f"the model runtime is not available ({exc})"
     except ModelError as exc:
