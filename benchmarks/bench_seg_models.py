@@ -1,4 +1,5 @@
-"""Benchmark of the shipped lung + lesion segmentation model (pulmo/ct/models/seg.onnx).
+"""Benchmark of the shipped lung + lesion segmentation networks (pulmo/ct/models/seg.onnx by
+default; ``--model pulmo/ct/models/seg_8bit.onnx`` for the 8-bit one).
 
 Times ``Segmenter.segment_slices(volume, kind="hu")`` on a 300-slice 512x512 HU
 volume: windowing, 512 -> 256 resizing, the network (both heads, one graph),

@@ -20,7 +20,8 @@ def _add_common(p, segment_only: bool) -> None:
     p.add_argument("--max-file-mb", type=float, default=1024.0, help="refuse any file larger than this (default 1024)")
     p.add_argument("--rescale-intercept", type=float, help="intercept for DICOM images that lack rescale tags")
     p.add_argument("--rescale-slope", type=float, help="slope for DICOM images that lack rescale tags")
-    p.add_argument("--seg-model", help="Pulmo lung + lesion network (default: the shipped pulmo/ct/models/seg.onnx; "
+    p.add_argument("--seg-model", help="Pulmo lung + lesion network (default: the shipped pulmo/ct/models/seg.onnx for CT "
+                   "in HU, seg_8bit.onnx for 8-bit images; "
                    "'none' for the classical density analysis). If it cannot load, CT volumes fall back to "
                    "density analysis with a warning in results.json")
     p.add_argument("--lung-model", help="plug-in ONNX lung model (default: $PULMO_CT_MODELS/lungs.onnx if present; "

@@ -406,7 +406,7 @@ def _json_default(o):
 
 # ----------------------------------------------------------------------------- entry points
 NO_2D_MODEL = ("this is an 8-bit image, not a CT in Hounsfield units: HU thresholds mean nothing here, and the "
-               "2D path needs learned lung and lesion models (the shipped pulmo/ct/models/seg.onnx, or "
+               "2D path needs learned lung and lesion models (the shipped pulmo/ct/models/seg_8bit.onnx, or "
                "--lung-model/--lesion-model, or PULMO_CT_MODELS)")
 
 IMAGE_SUMMARY_FIELDS = ["name", "width", "height", "lung_pixels", "ggo_pixels", "consolidation_pixels",

@@ -116,6 +116,21 @@ def test_image_folder_corrupt_model_refused(tmp_path, monkeypatch, capsys):
     assert not (tmp_path / "o").exists()
 
 
+def test_image_folder_missing_8bit_model_refused(tmp_path, monkeypatch, capsys):
+    """Without seg_8bit.onnx (a broken install) 8-bit slices are refused, naming the file; nothing written."""
+    from pulmo.ct.models import runtime
+
+    monkeypatch.delenv("PULMO_CT_MODELS", raising=False)
+    monkeypatch.setattr(runtime, "DEFAULT_MODEL_8BIT", tmp_path / "gone" / "seg_8bit.onnx")
+    src = tmp_path / "slices"
+    src.mkdir()
+    Image.fromarray(_slice_image(64, 64, 0)).save(src / "a.png")
+    rc = main(["ct", "segment", str(src), "-o", str(tmp_path / "o"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "could not be loaded" in err and "seg_8bit.onnx" in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()
+
+
 def test_evaluate_help(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["ct", "evaluate", "--help"])
