@@ -316,13 +316,12 @@ def export(args) -> None:
     print(f"wrote {target} ({target.stat().st_size / 1e6:.2f} MB)")
 
 
-def quantize(fp32: Path, out: Path, cache: Path, fp32_nodes=None, method: str = "minmax") -> Path:
+def quantize(fp32: Path, out: Path, cache: Path, fp32_nodes=None) -> Path:
     """Static int8 (QDQ) quantisation, calibrated on 64 training slices.
 
     ``fp32_nodes`` (node names) stay in float; by default the first convolution (on the
     image) and the 1x1 head, whose logits feed the arg-max (see :func:`float_nodes`)."""
-    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                          quantize_static)
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     with np.load(cache) as z:
@@ -343,9 +342,7 @@ def quantize(fp32: Path, out: Path, cache: Path, fp32_nodes=None, method: str = 
     q = out / "seg_int8.onnx"
     quantize_static(str(pre), str(q), Reader(), quant_format=QuantFormat.QDQ,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
-                    nodes_to_exclude=list(fp32_nodes),
-                    calibrate_method={"minmax": CalibrationMethod.MinMax,
-                                      "percentile": CalibrationMethod.Percentile}[method])
+                    nodes_to_exclude=list(fp32_nodes))
     argmax_on_quantized(q)
     return q
 

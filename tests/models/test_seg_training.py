@@ -177,3 +177,44 @@ def test_training_smoke_and_resume(tmp_path):
     with pytest.raises(SystemExit, match="unknown network variant"):
         seg.main(["train", "--out", str(tmp_path / "other"), "--cache", str(cache), "--iters", "1",
                   "--arch", "seg-9"])
+
+
+@needs_torch
+def test_int8_export_keeps_image_convolution_float(tmp_path):
+    """``quantize`` leaves the image convolution in float by default; ``float_image_conv`` turns an
+    all-int8 graph into the same form, and the result still runs as a Pulmo segmenter."""
+    import onnx
+
+    from pulmo.ct.models import Segmenter
+    from pulmo.train import seg
+    from pulmo.train.seg_net import SegNet
+
+    rng = np.random.default_rng(0)
+    cache = tmp_path / "cache.npz"
+    np.savez_compressed(cache, png_im=rng.integers(0, 255, (64, 256, 256), dtype=np.uint8),
+                        ms_im=rng.integers(0, 255, (16, 256, 256), dtype=np.uint8),
+                        hu=rng.uniform(-1000, 200, (64, 256, 256)).astype(np.float32))
+    out = tmp_path / "run"
+    out.mkdir()
+    torch.save({"arch": "seg-2d-1", "model": SegNet.from_arch("seg-2d-1").state_dict()}, out / "final.pt")
+    assert seg.main(["export", "--out", str(out), "--model", str(tmp_path / "m.onnx"), "--cache", str(cache)]) == 0
+
+    def image_users(path):
+        g = onnx.load(str(path)).graph
+        return [n.op_type for n in g.node if g.input[0].name in n.input]
+
+    q = seg.quantize(out / "seg_fp32.onnx", out, cache)
+    assert image_users(q) == ["Conv"]
+    all_int8 = seg.quantize(out / "seg_fp32.onnx", out, cache, fp32_nodes=())
+    assert image_users(all_int8) == ["QuantizeLinear"]
+    fixed = tmp_path / "fixed.onnx"
+    meta = onnx.load(str(tmp_path / "m.onnx")).metadata_props
+    m = onnx.load(str(all_int8))
+    m.metadata_props.extend(meta)
+    onnx.save(m, str(all_int8))
+    assert seg.float_image_conv(all_int8, fixed, version="seg-2d-1.9") == "/stem/stem.0/Conv"
+    assert image_users(fixed) == ["Conv"]
+    s = Segmenter(fixed, threads=1)
+    assert s.version == "seg-2d-1.9"
+    lungs, _ = s.segment_slices(np.zeros((1, 80, 90), np.uint8), kind="8bit")
+    assert lungs.shape == (1, 80, 90)
