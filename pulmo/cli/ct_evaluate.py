@@ -15,7 +15,10 @@ the lesion union (GGO + consolidation) and the lung (union of both lungs), and t
 percentage of predicted lesion pixels inside the predicted lung mask. An image where
 both the prediction and the ground truth of a class are empty has no Dice for that
 class (shown as ``-``) and is left out of that class's mean; the pooled Dice (all
-pixels of all images together) is reported as well.
+pixels of all images together) is reported as well, and so is a 95 % bootstrap
+confidence interval of each mean over images (:func:`pulmo.stats.segmentation.mean_ci`):
+on a few images it is wide, and two models whose intervals overlap this much are not
+shown to differ.
 
 Exit status 0; 1 when some ground-truth images have no prediction (counted and
 listed, left out of the means); 2 for bad input.
@@ -123,6 +126,8 @@ def dice(pred: np.ndarray, gt: np.ndarray) -> float:
 
 def evaluate_dirs(pred_dir, gt_dir) -> dict:
     """Score every ground-truth image of ``gt_dir`` that has a prediction in ``pred_dir``."""
+    from pulmo.stats.segmentation import mean_ci  # scipy.stats: imported when scoring, not at CLI start-up
+
     pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
     for d, what in ((pred_dir, "PRED_DIR"), (gt_dir, "GT_DIR")):
         if not d.is_dir():
@@ -181,8 +186,9 @@ def evaluate_dirs(pred_dir, gt_dir) -> dict:
     mean = {}
     for c in CLASSES:
         vals = [r[c] for r in rows if r[c] is not None and not math.isnan(r[c])]
-        mean[c] = {"mean": float(np.mean(vals)) if vals else None, "n": len(vals),
-                   "pooled": 2.0 * pooled[c][0] / pooled[c][1] if pooled[c][1] else None}
+        lo, hi = mean_ci(vals)
+        mean[c] = {"mean": float(np.mean(vals)) if vals else None, "ci95": [lo, hi] if lo is not None else None,
+                   "n": len(vals), "pooled": 2.0 * pooled[c][0] / pooled[c][1] if pooled[c][1] else None}
     return {"n_images": len(rows), "missing": missing, "per_image": rows, "dice": mean,
             "lesion_in_lung_pct": 100.0 * inside[0] / inside[1] if inside[1] else None}
 
@@ -193,6 +199,10 @@ def _fmt(v) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "-"
     return f"{v:.4f}"
+
+
+def _fmt_ci(ci) -> str:
+    return "-" if ci is None else f"{ci[0]:.3f}-{ci[1]:.3f}"
 
 
 def handler(args) -> int:
@@ -220,6 +230,7 @@ def handler(args) -> int:
             print(f"{r['name']:<16}" + "".join(f"{_fmt(r.get(c)):>15}" for c in cols[1:]))
         print(f"{'mean':<16}" + "".join(f"{_fmt(res['dice'][c]['mean']):>15}" for c in CLASSES)
               + f"{_fmt(res['lesion_in_lung_pct']):>15}")
+        print(f"{'95% CI of mean':<16}" + "".join(f"{_fmt_ci(res['dice'][c]['ci95']):>15}" for c in CLASSES))
         print(f"{'pooled':<16}" + "".join(f"{_fmt(res['dice'][c]['pooled']):>15}" for c in CLASSES))
         print(f"{'n (scored)':<16}" + "".join(f"{res['dice'][c]['n']:>15}" for c in CLASSES))
         print(f"{res['n_images']} images scored (Dice over images where prediction or truth is non-empty; "

@@ -27,7 +27,7 @@ from pulmo.stats.proportions import clopper_pearson
 from pulmo.stats.roc import (AUC, AUCComparison, RocCurve, ThresholdMetrics, bootstrap_auc,
                              delong_auc, delong_covariance, delong_paired_test, delong_unpaired_test,
                              roc_curve, threshold_metrics, youden_threshold)
-from pulmo.stats.segmentation import SegmentationMetrics, aggregate, segmentation_metrics
+from pulmo.stats.segmentation import SegmentationMetrics, aggregate, mean_ci, segmentation_metrics
 from pulmo.stats.subgroups import SubgroupTable, band, holm, subgroup_table
 from pulmo.stats.survival import (Calibration, Concordance, KaplanMeier, LogRank, TimeDependentAUC,
                                   aeq_times, brier_score, calibration_at_horizon, censoring_weights,
@@ -38,7 +38,7 @@ __all__ = [
     "AUC", "AUCComparison", "RocCurve", "ThresholdMetrics", "bootstrap_auc", "delong_auc",
     "delong_covariance", "delong_paired_test", "delong_unpaired_test", "roc_curve",
     "threshold_metrics", "youden_threshold", "clopper_pearson",
-    "SegmentationMetrics", "aggregate", "segmentation_metrics",
+    "SegmentationMetrics", "aggregate", "mean_ci", "segmentation_metrics",
     "SubgroupTable", "band", "holm", "subgroup_table",
     "Calibration", "Concordance", "KaplanMeier", "LogRank", "TimeDependentAUC", "aeq_times",
     "brier_score", "calibration_at_horizon", "censoring_weights", "cumulative_dynamic_auc",

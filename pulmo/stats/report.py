@@ -342,10 +342,12 @@ def _segmentation_sections(v: Validation) -> list[str]:
     r = v.result
     out = [f"<p>{r['n_cases']} cases; surface-Dice tolerance {_fmt(r['tolerance'])}.</p>"]
     for lab, s in r["summary"].items():
-        rows = [[m, _fmt(a["mean"]), _fmt(a["sd"]), _fmt(a["median"]), f"{_fmt(a['q1'])}–{_fmt(a['q3'])}",
-                 str(a["n"]), str(a["n_undefined"])] for m, a in s.items() if isinstance(a, dict)]
+        rows = [[m, _fmt(a["mean"]), f"{_fmt(a.get('ci_low'))}–{_fmt(a.get('ci_high'))}", _fmt(a["sd"]),
+                 _fmt(a["median"]), f"{_fmt(a['q1'])}–{_fmt(a['q3'])}", str(a["n"]), str(a["n_undefined"])]
+                for m, a in s.items() if isinstance(a, dict)]
         out.append(f"<h2>Label {html.escape(lab)}</h2>"
-                   + _table(["metric", "mean", "SD", "median", "IQR", "n", "undefined"], rows))
+                   + _table(["metric", "mean", "95% CI of mean (bootstrap)", "SD", "median", "IQR", "n",
+                             "undefined"], rows))
     rows = v.plots["rows"]
     labels = v.plots["labels"]
     fig = _figure(6, 4)

@@ -24,6 +24,13 @@ Empty masks
   ``empty = "prediction"`` or ``"reference"``.
 * :func:`aggregate` averages every case for Dice, IoU and surface Dice; for HD95 and
   Hausdorff it summarises the finite values and reports ``n_undefined`` separately.
+
+Uncertainty of a mean over cases
+--------------------------------
+:func:`mean_ci` (and :func:`aggregate`'s ``ci_low`` / ``ci_high``): a percentile bootstrap
+over cases (scipy.stats.bootstrap, 4000 resamples, fixed seed, so reports are reproducible).
+With 10 held-out slices a mean Dice of 0.59 typically carries a 95 % interval about
++-0.1 wide; say so when comparing models or targets.
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ from scipy import ndimage
 
 from pulmo.errors import InputError
 
-__all__ = ["SegmentationMetrics", "segmentation_metrics", "aggregate", "METRICS"]
+__all__ = ["SegmentationMetrics", "segmentation_metrics", "aggregate", "mean_ci", "METRICS"]
 
 #: Per-case metric names, in report order.
 METRICS = ("dice", "iou", "hd95", "hausdorff", "surface_dice")
@@ -113,8 +120,29 @@ def segmentation_metrics(pred, gt, spacing=None, tolerance: float = 1.0) -> Segm
     return SegmentationMetrics(float(dice), float(iou), hd95, hd, sdice, tol, vp, vg, None)
 
 
-def aggregate(values) -> dict:
-    """Summary of one metric over cases: n, mean, sd, median, quartiles, min, max.
+def mean_ci(values, conf_level: float = 0.95, n_resamples: int = 4000, seed: int = 2020):
+    """Percentile-bootstrap confidence interval ``(low, high)`` of the mean of ``values``
+    (resampling cases with replacement; scipy.stats.bootstrap). ``(None, None)`` for fewer
+    than two values; ``(m, m)`` when all values are equal. Non-finite values are refused."""
+    from scipy import stats
+
+    v = np.asarray(list(values), dtype=float)
+    if not 0.0 < conf_level < 1.0:
+        raise InputError(f"conf_level must lie strictly between 0 and 1, got {conf_level!r}")
+    if not np.isfinite(v).all():
+        raise InputError("mean_ci needs finite values (leave undefined cases out first)")
+    if len(v) < 2:
+        return None, None
+    if np.ptp(v) == 0:
+        return float(v[0]), float(v[0])
+    res = stats.bootstrap((v,), np.mean, confidence_level=conf_level, n_resamples=n_resamples,
+                          method="percentile", vectorized=True, rng=np.random.default_rng(seed))
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def aggregate(values, conf_level: float = 0.95) -> dict:
+    """Summary of one metric over cases: n, mean with its bootstrap confidence interval
+    (``ci_low``, ``ci_high``, see :func:`mean_ci`), sd, median, quartiles, min, max.
 
     Non-finite values (HD95 / Hausdorff of a case with one empty mask) are left out and
     counted in ``n_undefined``.
@@ -123,10 +151,12 @@ def aggregate(values) -> dict:
     finite = v[np.isfinite(v)]
     out = {"n": int(len(finite)), "n_undefined": int(len(v) - len(finite))}
     if len(finite) == 0:
-        out.update(mean=None, sd=None, median=None, q1=None, q3=None, min=None, max=None)
+        out.update(mean=None, ci_low=None, ci_high=None, sd=None, median=None, q1=None, q3=None,
+                   min=None, max=None)
         return out
     q1, med, q3 = np.percentile(finite, [25, 50, 75])
-    out.update(mean=float(finite.mean()),
+    lo, hi = mean_ci(finite, conf_level)
+    out.update(mean=float(finite.mean()), ci_low=lo, ci_high=hi,
                sd=float(finite.std(ddof=1)) if len(finite) > 1 else None,
                median=float(med), q1=float(q1), q3=float(q3),
                min=float(finite.min()), max=float(finite.max()))

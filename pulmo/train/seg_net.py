@@ -41,6 +41,7 @@ ARCHS = {
     "seg-2d-1": dict(widths=(16, 32, 48, 96), full_res=0, deep=1),
     "seg-2d-2": dict(widths=(16, 32, 64, 128), full_res=0, deep=2),
     "seg-2d-2f": dict(widths=(16, 32, 64, 128), full_res=8, deep=2),
+    "seg-2d-3": dict(widths=(24, 48, 96, 192), full_res=0, deep=2),
 }
 
 

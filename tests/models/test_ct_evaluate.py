@@ -65,6 +65,9 @@ def test_dice_values(dirs):
     assert res["dice"]["ggo"]["mean"] == pytest.approx((2 * 50 / 150 + 1) / 2)
     assert res["dice"]["ggo"]["pooled"] == pytest.approx(2 * 150 / (150 + 200))
     assert res["dice"]["lung"]["n"] == 0  # no lung ground truth
+    # bootstrap CI of the mean over images: two images -> resampled means lie in [0.667, 1]
+    assert res["dice"]["ggo"]["ci95"] == pytest.approx([2 * 50 / 150, 1.0])
+    assert res["dice"]["consolidation"]["ci95"] is None  # one image: no interval
 
 
 def test_binary_gt_and_lungs(tmp_path):
@@ -94,6 +97,7 @@ def test_cli_table_json_csv(dirs, tmp_path, capsys):
     assert _run(["evaluate", str(pred), str(gt), "--csv", str(tmp_path / "t.csv")]) == 0
     out = capsys.readouterr().out
     assert "mean" in out and "pooled" in out and "0.6667" in out
+    assert "95% CI of mean" in out and "0.667-1.000" in out
     assert (tmp_path / "t.csv").read_text().splitlines()[0].startswith("name,ggo,consolidation,lesion,lung")
     assert _run(["evaluate", str(pred), str(gt), "--json"]) == 0
     res = json.loads(capsys.readouterr().out)

@@ -212,6 +212,9 @@ def test_segmentation_nifti_end_to_end(mask_dirs, tmp_path):
     empty = next(x for x in res["cases"] if x["case"] == "case02" and x["label"] == 2)
     assert empty["empty"] == "both" and empty["dice"] == 1.0
     assert res["summary"]["1"]["n_both_empty"] == 1
+    d = res["summary"]["1"]["dice"]                       # two cases: resampled means span both
+    assert (d["ci_low"], d["ci_high"]) == pytest.approx((min(ref.dice, 1.0), max(ref.dice, 1.0)))
+    assert "95% CI of mean (bootstrap)" in (tmp_path / "seg.html").read_text()
     assert len(pd.read_csv(tmp_path / "seg.csv")) == 4
     assert "1 prediction(s) without a reference" in r.stderr
 

@@ -7,7 +7,7 @@ import pytest
 from scipy.spatial.distance import cdist
 
 from pulmo.errors import InputError
-from pulmo.stats.segmentation import aggregate, segmentation_metrics
+from pulmo.stats.segmentation import aggregate, mean_ci, segmentation_metrics
 
 
 def brute_surface(mask):
@@ -83,6 +83,21 @@ def test_aggregate_leaves_undefined_distances_out_and_counts_them():
     a = aggregate([1.0, 3.0, np.inf, 2.0])
     assert a["n"] == 3 and a["n_undefined"] == 1 and a["mean"] == 2.0 and a["median"] == 2.0
     assert aggregate([np.inf])["mean"] is None
+    assert a["ci_low"] < 2.0 < a["ci_high"]
+
+
+def test_mean_ci_matches_the_normal_approximation_on_a_large_sample():
+    v = np.tile([0.0, 1.0], 200)                     # mean 0.5, standard error 0.025
+    lo, hi = mean_ci(v)
+    assert lo == pytest.approx(0.5 - 1.96 * 0.025, abs=0.01) and hi == pytest.approx(0.5 + 1.96 * 0.025, abs=0.01)
+    lo10, hi10 = mean_ci(v[:10])                      # fewer cases: a wider interval
+    assert hi10 - lo10 > 2 * (hi - lo)
+    assert mean_ci(v) == (lo, hi)                     # seeded: reproducible
+    assert mean_ci([0.7]) == (None, None) and mean_ci([0.7, 0.7]) == (0.7, 0.7)
+    with pytest.raises(InputError, match="finite"):
+        mean_ci([0.5, np.nan])
+    with pytest.raises(InputError, match="conf_level"):
+        mean_ci([0.5, 0.6], conf_level=95)
 
 
 def test_mismatched_shapes_and_bad_spacing_are_refused():
