@@ -123,7 +123,7 @@ def test_losses_finite_and_marginal():
 
 
 @needs_torch
-@pytest.mark.parametrize("arch", ["seg-2d-1", "seg-2d-2", "seg-2d-2f"])
+@pytest.mark.parametrize("arch", ["seg-2d-1", "seg-2d-2", "seg-2d-2f", "seg-2d-3"])
 def test_export_wrapper_matches_argmax(tmp_path, arch):
     from pulmo.train.seg_net import ExportWrapper, SegNet
 
