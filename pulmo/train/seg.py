@@ -1,6 +1,6 @@
 """Train Pulmo's lung + lesion segmentation network and export it to ONNX.
 
-    python -m pulmo.train.seg train  --out build/seg/run1 [--arch seg-2d-2] [--iters 6000] [--seed 0]
+    python -m pulmo.train.seg train  --out build/seg/run1 [--arch seg-2d-3] [--iters 5000] [--seed 0]
     python -m pulmo.train.seg export --out build/seg/run1 --int8 [--model pulmo/ct/models/seg_8bit.onnx]
     python -m pulmo.train.seg float-image-conv OLD.onnx NEW.onnx [--version V]
     python -m pulmo.train.seg_eval   --model pulmo/ct/models/seg_8bit.onnx
@@ -442,8 +442,9 @@ def main(argv=None) -> int:
     t.add_argument("--out", default=str(REPO / "build" / "seg" / "run1"))
     t.add_argument("--data", default=str(D.default_data_root()))
     t.add_argument("--cache", default=str(REPO / "build" / "seg" / "cache.npz"))
-    t.add_argument("--arch", default="seg-2d-2",
-                   help="network variant, a key of pulmo.train.seg_net.ARCHS (seg-2d-2 is the shipped one)")
+    t.add_argument("--arch", default="seg-2d-3",
+                   help="network variant, a key of pulmo.train.seg_net.ARCHS (seg-2d-3: seg_8bit.onnx; "
+                        "seg-2d-1: seg.onnx)")
     t.add_argument("--iters", type=int, default=4000)
     t.add_argument("--batch", type=int, default=12)
     t.add_argument("--lr", type=float, default=3e-3)

@@ -11,15 +11,16 @@ down to 16x16 (receptive field covers the whole thorax, needed to tell left from
 right and lesion from chest wall); the decoder adds (not concatenates) 1x1-projected
 coarse features to the skips, so each level costs one narrow 3x3 convolution.
 
-Two variants (``full_res``):
+Variants (``ARCHS``): widths per stage, ``deep`` (3x3 convolutions at 32x32 and pairs of
+dilated ones at 16x16) and ``full_res``:
 
-* ``full_res=0`` (``seg-2d-1``): logits at 256x256 by a learned 2x sub-pixel
-  (pixel-shuffle) head on the 128x128 features.
-* ``full_res=C`` (``seg-2d-2``, shipped): a C-channel 3x3 convolution on the input at
-  256x256 is the finest skip; the 128x128 decoder output is pixel-shuffled up to it,
-  added, refined by one C-channel 3x3 convolution at 256x256, and a 1x1 head gives
-  the logits there. Borders are then placed from full-resolution image evidence
-  (1-pixel lung-border precision matters for a Dice of 0.97).
+* ``full_res=0`` (``seg-2d-1``, ``seg-2d-2``, ``seg-2d-3``): logits at 256x256 by a learned
+  2x sub-pixel (pixel-shuffle) head on the 128x128 features. ``seg-2d-1`` is shipped as
+  ``seg.onnx`` (HU volumes), ``seg-2d-3`` as ``seg_8bit.onnx`` (8-bit slices).
+* ``full_res=C`` (``seg-2d-2f``, tried, not shipped): a C-channel 3x3 convolution on the
+  input at 256x256 is the finest skip; the 128x128 decoder output is pixel-shuffled up to
+  it, added, refined by one C-channel 3x3 convolution at 256x256, and a 1x1 head gives
+  the logits there.
 """
 
 from __future__ import annotations

@@ -58,7 +58,7 @@ def test_default_model_by_kind():
     assert default_model("hu") == DEFAULT_MODEL and default_model("8bit") == DEFAULT_MODEL_8BIT
     hu, eight = load_segmenter(kind="hu"), load_segmenter(kind="8bit")
     assert hu is not eight and load_segmenter() is hu and load_segmenter(kind="8bit") is eight  # both cached
-    assert hu.version.startswith("seg-2d-1") and eight.version.startswith("seg-2d-2")
+    assert hu.version.startswith("seg-2d-1") and eight.version.startswith("seg-2d-3")
     with pytest.raises(InputError, match="kind must be one of"):
         default_model("rgb")
 

@@ -168,11 +168,11 @@ def test_training_smoke_and_resume(tmp_path):
     from pulmo.ct.models import Segmenter
 
     s = Segmenter(tmp_path / "m.onnx", threads=1)
-    assert s.version == "seg-2d-2.0"  # the default (shipped) variant, named by the checkpoint
+    assert s.version == "seg-2d-3.0"  # the default (shipped) variant, named by the checkpoint
     lungs, lesions = s.segment_slices(np.zeros((2, 100, 120), np.uint8), kind="8bit")
     assert lungs.shape == (2, 100, 120)
     # a checkpoint of one variant is never resumed as another
-    with pytest.raises(SystemExit, match="seg-2d-2 network, not seg-2d-1"):
+    with pytest.raises(SystemExit, match="seg-2d-3 network, not seg-2d-1"):
         seg.main(argv + ["--arch", "seg-2d-1"])
     with pytest.raises(SystemExit, match="unknown network variant"):
         seg.main(["train", "--out", str(tmp_path / "other"), "--cache", str(cache), "--iters", "1",

@@ -2,7 +2,7 @@
 
 Two networks, each one graph with a shared encoder and two heads (cards:
 ``lungs.md``, ``lesions.md``): right/left lung and ground-glass / consolidation.
-``seg.onnx`` (``seg-2d-1``) segments HU volumes; ``seg_8bit.onnx`` (``seg-2d-2``,
+``seg.onnx`` (``seg-2d-1``) segments HU volumes; ``seg_8bit.onnx`` (``seg-2d-3``,
 larger, more accurate on 8-bit slices) segments 8-bit PNG/JPG slices. They run with
 onnxruntime + numpy only (no PyTorch); they were trained by
 ``python -m pulmo.train.seg`` (see ``docs/models.md``). The weights are for

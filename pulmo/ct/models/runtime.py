@@ -31,7 +31,7 @@ from pulmo.errors import InputError, ModelError
 
 MODEL_DIR = Path(__file__).resolve().parent
 DEFAULT_MODEL = MODEL_DIR / "seg.onnx"             # HU volumes (seg-2d-1)
-DEFAULT_MODEL_8BIT = MODEL_DIR / "seg_8bit.onnx"   # 8-bit slices, PNG / JPG (seg-2d-2)
+DEFAULT_MODEL_8BIT = MODEL_DIR / "seg_8bit.onnx"   # 8-bit slices, PNG / JPG (seg-2d-3)
 LUNG_CLASSES = {0: "background", 1: "image-left lung (patient right)", 2: "image-right lung (patient left)"}
 LESION_CLASSES = {0: "background", 1: "ground-glass opacity", 2: "consolidation"}
 KINDS = ("8bit", "hu")
