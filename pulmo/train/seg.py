@@ -27,6 +27,7 @@ import numpy as np
 from pulmo.train import seg_data as D
 
 REPO = Path(__file__).resolve().parents[2]
+LOGITS_OUTPUT = "logits"
 
 
 # ----------------------------------------------------------------------------- data
@@ -54,7 +55,10 @@ class Sampler:
 
     def __init__(self, data: dict, rng: np.random.Generator, p_ms=0.35, p_png=0.45):
         self.d, self.rng = data, rng
-        self.p = np.array([p_ms, p_png, 1 - p_ms - p_png])
+        if not (0 <= p_ms and 0 <= p_png and p_ms + p_png <= 1 + 1e-9):
+            raise SystemExit(f"--p-medseg must lie in 0..{1 - p_png:g} (PNG slices take {p_png:g} of each batch, "
+                             f"LIDC slices the rest), not {p_ms:g}")
+        self.p = np.array([p_ms, p_png, max(0.0, 1 - p_ms - p_png)])
 
     def one(self):
         d, rng = self.d, self.rng
@@ -281,12 +285,18 @@ def export(args) -> None:
     net = SegNet.from_arch(arch)
     net.load_state_dict(state["model"])
     net.eval()
+    tta_sizes = [int(v) for v in args.tta_sizes.split(",")] if args.tta_sizes else []
+    if any(v % 16 or v < 64 for v in tta_sizes):
+        raise SystemExit(f"--tta-sizes must be multiples of 16 of at least 64, not {args.tta_sizes}")
     fp32 = out / "seg_fp32.onnx"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(ExportWrapper(net), torch.rand(2, 1, D.SIZE, D.SIZE), str(fp32), input_names=["image"],
-                          output_names=["lungs", "lesions"], opset_version=17, dynamo=False,
-                          dynamic_axes={"image": {0: "n"}, "lungs": {0: "n"}, "lesions": {0: "n"}})
+        outputs = ["lungs", "lesions"] + ([LOGITS_OUTPUT] if tta_sizes else [])
+        axes = {"image": {0: "n", 2: "h", 3: "w"}, "lungs": {0: "n", 1: "h", 2: "w"}, "lesions": {0: "n", 1: "h", 2: "w"},
+                LOGITS_OUTPUT: {0: "n", 2: "h2", 3: "w2"}}
+        torch.onnx.export(ExportWrapper(net, probabilities=bool(tta_sizes)), torch.rand(2, 1, D.SIZE, D.SIZE), str(fp32),
+                          input_names=["image"], output_names=outputs, opset_version=17, dynamo=False,
+                          dynamic_axes=axes)
     target = Path(args.model) if args.model else REPO / "pulmo" / "ct" / "models" / (
         "seg.onnx" if arch == "seg-2d-1" else "seg_8bit.onnx")
     src = fp32
@@ -307,6 +317,8 @@ def export(args) -> None:
         "pulmo.quantization": "int8-qdq" if args.int8 else "fp32",
         "pulmo.licence": "weights for non-commercial research use only (trained on COVID-19-CT-Seg and MedSeg)",
     }
+    if tta_sizes:
+        meta["pulmo.tta_sizes"] = ",".join(str(v) for v in tta_sizes)
     del model.metadata_props[:]
     for k, v in meta.items():
         p = model.metadata_props.add()
@@ -349,7 +361,7 @@ def quantize(fp32: Path, out: Path, cache: Path, fp32_nodes=None) -> Path:
 
 def float_nodes(path: Path) -> list[str]:
     """The convolutions kept in float by :func:`quantize`: the first (on the image) and the last
-    (the logits).
+    (the logits; also the ``logits`` output of a graph exported with ``--tta-sizes``).
 
     Measured on the seg-2d-2 network: with the image convolution in int8 the lung labels of a
     MedSeg slice agreed with the float model on only 66 % of pixels (held-out lung Dice 0.963 ->
@@ -357,7 +369,8 @@ def float_nodes(path: Path) -> list[str]:
     1 -> 16 channels, so float costs little."""
     import onnx
 
-    convs = [n for n in onnx.load(str(path)).graph.node if n.op_type == "Conv"]
+    graph = onnx.load(str(path)).graph
+    convs = [n for n in graph.node if n.op_type == "Conv"]
     return [convs[0].name, convs[-1].name] if convs else []
 
 
@@ -467,6 +480,10 @@ def main(argv=None) -> int:
                    "checkpoint's variant: pulmo/ct/models/seg.onnx for seg-2d-1, seg_8bit.onnx otherwise)")
     e.add_argument("--version", default=None, help="model version in the ONNX metadata (default: <arch>.0)")
     e.add_argument("--int8", action="store_true")
+    e.add_argument("--tta-sizes", default=None,
+                   help="comma-separated square network input sizes (multiples of 16) that test-time "
+                        "augmentation averages over, e.g. 224,256,288: adds the float head output "
+                        "'logits' to the graph and records the sizes in its metadata")
     e.set_defaults(func=export)
     f = sub.add_parser("float-image-conv", help="return the image convolution of an int8 model to float "
                                                 "(how seg-2d-1.1 was made from seg-2d-1.0)")

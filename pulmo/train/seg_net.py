@@ -113,12 +113,19 @@ class ExportWrapper(nn.Module):
     """What is exported to ONNX: labels, not logits (argmax inside the graph, uint8 out).
 
     Lesion pixels farther than ``margin`` pixels (Chebyshev, network grid) from the lung
-    mask are dropped: lesions are in the lung by definition."""
+    mask are dropped: lesions are in the lung by definition.
 
-    def __init__(self, net: SegNet, margin: int = 2):
+    ``probabilities=True`` adds the float logits of both heads as a third output, ``logits``,
+    as the 1x1 head computes them (no extra work in the graph): ``(N, 24, H/2, W/2)`` for
+    ``full_res=0`` (class-major, then the 2x2 sub-pixel, as ``F.pixel_shuffle`` reads them:
+    lung classes 0-2, then lesion classes 0-2), ``(N, 6, H, W)`` otherwise. Test-time
+    augmentation (``pulmo.ct.models.runtime``) turns them into probabilities and averages them."""
+
+    def __init__(self, net: SegNet, margin: int = 2, probabilities: bool = False):
         super().__init__()
         self.net = net
         self.margin = margin
+        self.probabilities = probabilities
 
     def forward(self, x):
         net = self.net
@@ -137,4 +144,6 @@ class ExportWrapper(nn.Module):
             k = 2 * self.margin + 1
             near = F.max_pool2d((lungs > 0).float()[:, None], k, stride=1, padding=self.margin)[:, 0] > 0
             lesions = lesions * near.to(torch.uint8)
-        return lungs, lesions
+        if not self.probabilities:
+            return lungs, lesions
+        return lungs, lesions, z

@@ -37,7 +37,8 @@ def test_heldout_png_lungs_and_lesions(tmp_path):
     segment_image_folder(tmp_path / "img", tmp_path / "pred", on_error="raise")
     res = evaluate_dirs(tmp_path / "pred", tmp_path / "gt")
     assert res["n_images"] == len(names)
-    assert res["dice"]["lung"]["mean"] >= 0.95
+    # every 6th held-out slice: seg-2d-3.1 0.972 (seg-2d-3.0 with the flip vote: 0.969)
+    assert res["dice"]["lung"]["mean"] >= 0.971
     assert res["dice"]["lesion"]["pooled"] >= 0.6
     assert res["lesion_in_lung_pct"] >= 98.0
 
@@ -53,8 +54,10 @@ def test_heldout_medseg(tmp_path):
     assert res["dice"]["ggo"]["pooled"] >= 0.45
     assert res["dice"]["consolidation"]["pooled"] >= 0.3
     # the whole held-out set: the per-image lesion target, met since seg-2d-3.0 (0.772;
-    # seg-2d-2.0 had 0.749)
+    # seg-2d-2.0 had 0.749; seg-2d-3.1 0.778), and the pooled consolidation Dice, >= 0.58 since
+    # seg-2d-3.1 (0.614; seg-2d-3.0 0.569)
     assert res["dice"]["lesion"]["mean"] >= 0.75
+    assert res["dice"]["consolidation"]["pooled"] >= 0.58
 
 
 def test_left_right_convention_on_real_ct():

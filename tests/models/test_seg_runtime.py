@@ -273,3 +273,109 @@ def test_tta_is_flip_equivariant(seg):
     assert np.array_equal(lu_f[:, ::-1] > 0, lu > 0)
     lu_v, le_v = seg.segment_slices(img[::-1], kind="8bit", tta=True)
     assert np.array_equal(le_v[::-1], le) and np.array_equal(lu_v[::-1], lu)
+
+
+# ----------------------------------------------------------------------------- probability-averaging TTA
+
+@pytest.fixture(scope="module")
+def seg8():
+    return load_segmenter(kind="8bit")
+
+
+def test_8bit_model_averages_probabilities_over_sizes(seg8):
+    """seg_8bit.onnx has a float logits output and TTA sizes; the HU model keeps label votes."""
+    from pulmo.ct.models.runtime import class_probabilities
+
+    assert seg8.metadata["tta_sizes"] == [224, 256, 288]
+    assert load_segmenter(kind="hu").metadata["tta_sizes"] == []
+    img = _chest_slice_8bit()
+    x = seg8._prepare(img[None], "8bit", (288, 288))
+    (logits,) = seg8._run(x, ("logits",))
+    assert logits.shape == (1, 24, 144, 144)
+    lu_p, le_p = class_probabilities(logits)
+    assert lu_p.shape == le_p.shape == (1, 3, 288, 288) and lu_p.dtype == np.float32
+    assert np.allclose(lu_p.sum(axis=1), 1, atol=1e-4) and np.allclose(le_p.sum(axis=1), 1, atol=1e-4)
+    lu, le = seg8._run(x)  # the label outputs: the arg-max of the same logits, int8-rounded (ties)
+    assert (lu_p.argmax(axis=1) == lu).mean() > 0.99
+    near = lu > 0  # (lesion labels are also masked to the lung's surroundings in the graph)
+    assert (le_p.argmax(axis=1)[near] == le[near]).mean() > 0.99
+
+
+def test_probability_tta_matches_a_direct_computation(seg8):
+    """segment_slices(tta=True) equals averaging, by hand, the softmax of the 12 views
+    (4 flips x 3 sizes) resized to the slice, then taking the arg-max (lungs; lesions also
+    within the lung margin). A wrong un-flip, a missed left/right swap or a wrong size would differ."""
+    from PIL import Image
+
+    from pulmo.ct.models.runtime import class_probabilities
+
+    rng = np.random.default_rng(3)
+    img = np.clip(_chest_slice_8bit(240).astype(int) + rng.integers(-25, 25, (240, 240)), 0, 255).astype(np.uint8)
+    img[90:120, 50:80] = 150
+    lungs, lesions = seg8.segment_slices(img, kind="8bit", tta=True)
+    acc_lu = np.zeros((3, 240, 240))
+    acc_le = np.zeros((3, 240, 240))
+    for size in (224, 256, 288):
+        small = np.asarray(Image.fromarray(img.astype(np.float32), mode="F").resize((size, size), Image.BILINEAR))
+        for fy in (False, True):
+            for fx in (False, True):
+                view = small[::-1] if fy else small
+                view = view[:, ::-1] if fx else view
+                x = np.clip(np.ascontiguousarray(view)[None, None] / 255.0, 0, 1).astype(np.float32)
+                pl, pe = (p[0] for p in class_probabilities(seg8._run(x, ("logits",))[0]))
+                if fx:
+                    pl, pe = pl[[0, 2, 1], :, ::-1], pe[:, :, ::-1]
+                if fy:
+                    pl, pe = pl[:, ::-1], pe[:, ::-1]
+                for acc, p in ((acc_lu, pl), (acc_le, pe)):
+                    for k in range(3):
+                        acc[k] += np.asarray(Image.fromarray(np.ascontiguousarray(p[k]), mode="F")
+                                             .resize((240, 240), Image.BILINEAR))
+    ref_lu = acc_lu.argmax(axis=0)
+    assert (ref_lu == lungs).mean() > 0.999
+    assert (lungs == 1).sum() > 1000 and (lungs == 2).sum() > 1000
+    ref_le = acc_le.argmax(axis=0)
+    inside = lungs > 0
+    assert (ref_le[inside] == lesions[inside]).mean() > 0.999
+
+
+def test_probability_tta_is_flip_equivariant(seg8):
+    rng = np.random.default_rng(1)
+    img = _chest_slice_8bit().astype(np.int16)
+    img = np.clip(img + rng.integers(-30, 30, img.shape), 0, 255).astype(np.uint8)
+    img[100:130, 40:70] = 150
+    lu, le = seg8.segment_slices(img, kind="8bit", tta=True)
+    lu_f, le_f = seg8.segment_slices(img[:, ::-1], kind="8bit", tta=True)
+    swap = np.array([0, 2, 1], np.uint8)
+    assert (swap[lu_f[:, ::-1]] == lu).mean() > 0.999  # left and right trade places
+    assert (le_f[:, ::-1] == le).mean() > 0.999
+    lu_v, le_v = seg8.segment_slices(img[::-1], kind="8bit", tta=True)
+    assert (lu_v[::-1] == lu).mean() > 0.999 and (le_v[::-1] == le).mean() > 0.999
+
+
+def test_probability_tta_drops_lesions_outside_the_lung(seg8):
+    """A dense patch in the body wall, far from both lungs, is not a lesion; batches give the
+    same result as single slices."""
+    img = _chest_slice_8bit(320)
+    img[150:175, 20:45] = 150  # outside both lungs, inside the body
+    imgs = np.stack([img, img[::-1].copy()] * 5)  # more than one TTA batch
+    lungs, lesions = seg8.segment_slices(imgs, kind="8bit", tta=True)
+    assert lungs.shape == lesions.shape == imgs.shape
+    from scipy import ndimage
+    near = ndimage.binary_dilation(lungs > 0, np.ones((1, 13, 13), bool))  # 2 network px at 320/256 -> 4 px reach
+    assert not (lesions > 0)[~near].any()
+    assert not lesions[:, 150:175, 20:45].any()
+    one_lu, one_le = seg8.segment_slices(img, kind="8bit", tta=True)
+    assert np.array_equal(one_lu, lungs[0]) and np.array_equal(one_le, lesions[0])
+
+
+@pytest.mark.parametrize("sizes", ["abc", "8,256", "256,99999"])
+def test_bad_tta_sizes_metadata(tmp_path, sizes):
+    onnx = pytest.importorskip("onnx")
+    model = onnx.load(str(DEFAULT_MODEL_8BIT))
+    for p in model.metadata_props:
+        if p.key == "pulmo.tta_sizes":
+            p.value = sizes
+    onnx.save(model, tmp_path / "m.onnx")
+    with pytest.raises(ModelError, match="metadata"):
+        Segmenter(tmp_path / "m.onnx")

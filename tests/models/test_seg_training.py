@@ -218,3 +218,56 @@ def test_int8_export_keeps_image_convolution_float(tmp_path):
     assert s.version == "seg-2d-1.9"
     lungs, _ = s.segment_slices(np.zeros((1, 80, 90), np.uint8), kind="8bit")
     assert lungs.shape == (1, 80, 90)
+
+
+@needs_torch
+def test_int8_export_with_tta_sizes_has_float_probabilities(tmp_path):
+    """``export --tta-sizes`` adds the float head output ``logits`` on a graph that takes any
+    multiple-of-16 input size; int8 quantisation leaves it in float (not rounded to 8-bit levels),
+    and its soft-max agrees with the label outputs; the runtime then averages the probabilities."""
+    import onnx
+
+    from pulmo.ct.models import Segmenter
+    from pulmo.train import seg
+    from pulmo.train.seg_net import SegNet
+
+    rng = np.random.default_rng(0)
+    cache = tmp_path / "cache.npz"
+    np.savez_compressed(cache, png_im=rng.integers(0, 255, (64, 256, 256), dtype=np.uint8),
+                        ms_im=rng.integers(0, 255, (16, 256, 256), dtype=np.uint8),
+                        hu=rng.uniform(-1000, 200, (64, 256, 256)).astype(np.float32))
+    out = tmp_path / "run"
+    out.mkdir()
+    torch.manual_seed(0)
+    torch.save({"arch": "seg-2d-1", "model": SegNet.from_arch("seg-2d-1").state_dict()}, out / "final.pt")
+    with pytest.raises(SystemExit, match="multiples of 16"):
+        seg.main(["export", "--out", str(out), "--model", str(tmp_path / "bad.onnx"), "--tta-sizes", "250"])
+    model = tmp_path / "m.onnx"
+    assert seg.main(["export", "--out", str(out), "--model", str(model), "--cache", str(cache), "--int8",
+                     "--tta-sizes", "224,256"]) == 0
+    g = onnx.load(str(model)).graph
+    assert [o.name for o in g.output] == ["lungs", "lesions", "logits"]
+    producer = {o: n for n in g.node for o in n.output}
+    assert producer["logits"].op_type == "Conv"
+    s = Segmenter(model, threads=1)
+    assert s.metadata["tta_sizes"] == [224, 256] and s.metadata["quantization"] == "int8-qdq"
+    x = np.random.default_rng(1).random((1, 1, 224, 224), dtype=np.float32)
+    lu, _, logits = s._run(x, ("lungs", "lesions", "logits"))
+    assert logits.shape == (1, 24, 112, 112)
+    assert len(np.unique(logits)) > 256  # not 8-bit levels
+    from pulmo.ct.models.runtime import class_probabilities
+
+    probs = class_probabilities(logits)[0]
+    assert probs.shape == (1, 3, 224, 224) and np.allclose(probs.sum(axis=1), 1, atol=1e-5)
+    assert (probs.argmax(axis=1) == lu).mean() > 0.99
+    lungs, lesions = s.segment_slices(rng.integers(0, 255, (2, 100, 120)).astype(np.uint8), kind="8bit", tta=True)
+    assert lungs.shape == lesions.shape == (2, 100, 120)
+
+
+def test_sampler_refuses_impossible_medseg_share():
+    from pulmo.train.seg import Sampler
+
+    data = {"ms_im": np.zeros((1, 8, 8), np.uint8)}
+    with pytest.raises(SystemExit, match="--p-medseg must lie in 0..0.55"):
+        Sampler(data, np.random.default_rng(0), p_ms=0.6)
+    assert Sampler(data, np.random.default_rng(0), p_ms=0.55).p[2] == 0  # no LIDC slices, no error

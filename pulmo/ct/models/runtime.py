@@ -36,6 +36,10 @@ LUNG_CLASSES = {0: "background", 1: "image-left lung (patient right)", 2: "image
 LESION_CLASSES = {0: "background", 1: "ground-glass opacity", 2: "consolidation"}
 KINDS = ("8bit", "hu")
 MIN_SIDE, MAX_SIDE = 32, 4096
+LABEL_OUTPUTS = ("lungs", "lesions")
+LOGITS_OUTPUT = "logits"   # optional float head output, for TTA: (N, 24, h/2, w/2) sub-pixel or (N, 6, h, w)
+LESION_MARGIN = 2      # network pixels: lesions farther than this from the lung are dropped (as in the graph)
+TTA_BATCH = 8          # slices per probability-averaging TTA batch (12 views each)
 
 
 @dataclass
@@ -50,11 +54,13 @@ class SegmenterInfo:
     lesion_classes: dict = field(default_factory=lambda: dict(LESION_CLASSES))
     quantization: str = "unknown"
     licence: str = ""
+    tta_sizes: tuple[int, ...] = ()   # square input sizes test-time augmentation averages over; () = label votes
 
     def as_dict(self) -> dict:
         return {"path": self.path, "version": self.version, "input_size": list(self.input_size),
                 "hu_window": list(self.hu_window), "lung_classes": self.lung_classes,
-                "lesion_classes": self.lesion_classes, "quantization": self.quantization, "licence": self.licence}
+                "lesion_classes": self.lesion_classes, "quantization": self.quantization, "licence": self.licence,
+                "tta_sizes": list(self.tta_sizes)}
 
 
 def default_threads(busy: int = 0) -> int:
@@ -99,18 +105,24 @@ class Segmenter:
             if not (h > 0 and w > 0 and hi > lo):
                 raise ValueError("bad input size or window")
             outs = json.loads(meta.get("pulmo.outputs", "{}"))
+            tta_sizes = tuple(int(v) for v in meta["pulmo.tta_sizes"].split(",")) if meta.get("pulmo.tta_sizes") else ()
+            if any(not MIN_SIDE <= v <= 1024 for v in tta_sizes):
+                raise ValueError(f"TTA sizes {tta_sizes} out of range")
         except (KeyError, ValueError) as exc:
             raise ModelError(f"{self.path.name}: missing or invalid Pulmo metadata ({exc}); "
                              "not a Pulmo segmentation model") from exc
         names_in = [i.name for i in self.session.get_inputs()]
         names_out = [o.name for o in self.session.get_outputs()]
-        if names_in != ["image"] or names_out != ["lungs", "lesions"]:
+        if names_in != ["image"] or names_out not in (list(LABEL_OUTPUTS), [*LABEL_OUTPUTS, LOGITS_OUTPUT]):
             raise ModelError(f"{self.path.name}: unexpected graph signature {names_in} -> {names_out}")
+        if names_out == list(LABEL_OUTPUTS):
+            tta_sizes = ()  # no probabilities to average: TTA votes over labels
         self.info = SegmenterInfo(
             path=str(self.path), version=meta.get("pulmo.version", "unknown"), input_size=(h, w), hu_window=(lo, hi),
             lung_classes={int(k): v for k, v in outs.get("lungs", LUNG_CLASSES).items()},
             lesion_classes={int(k): v for k, v in outs.get("lesions", LESION_CLASSES).items()},
-            quantization=meta.get("pulmo.quantization", "unknown"), licence=meta.get("pulmo.licence", ""))
+            quantization=meta.get("pulmo.quantization", "unknown"), licence=meta.get("pulmo.licence", ""),
+            tta_sizes=tta_sizes)
 
     # ------------------------------------------------------------------ public API
     @property
@@ -131,9 +143,15 @@ class Segmenter:
         ``spacing`` (optional ``(z, y, x)`` or ``(y, x)`` mm) is only sanity-checked:
         the network is 2D and works on the slice grid as given.
 
-        ``tta=True`` also segments the horizontally, vertically and doubly flipped slices and
-        takes a per-pixel majority vote (4x the cost; used for 2D images, not volumes); the vote
-        counts are resized bilinearly to the slice size before the vote, for smooth borders.
+        ``tta=True`` (used for 2D images, not volumes) also segments the horizontally, vertically
+        and doubly flipped slices. A network with a ``logits`` output and ``tta_sizes`` in its
+        metadata (``seg_8bit.onnx``) is run on the four flips at each of those input sizes
+        (12 passes for 224, 256, 288); the class probabilities (softmax of the logits) are
+        averaged, resized bilinearly to the slice size, and each pixel takes the most probable
+        class (lesions more than
+        2 network pixels from the lung are then dropped, as inside the graph). Other networks
+        take a per-pixel majority vote of the four flipped label maps, whose counts are resized
+        bilinearly to the slice size first, for smooth borders.
 
         Returns ``(lungs, lesions)``, uint8 arrays of the input's shape (see module doc).
         """
@@ -147,6 +165,10 @@ class Segmenter:
         lesions = np.empty((n, H, W), np.uint8)
         yi = np.minimum((np.arange(H) * h) // H, h - 1)
         xi = np.minimum((np.arange(W) * w) // W, w - 1)
+        if tta and self.info.tta_sizes:
+            for s in range(0, n, TTA_BATCH):
+                lungs[s:s + TTA_BATCH], lesions[s:s + TTA_BATCH] = self._tta_probabilities(arr[s:s + TTA_BATCH], kind)
+            return (lungs[0], lesions[0]) if squeeze else (lungs, lesions)
         for s in range(0, n, batch):
             x = self._prepare(arr[s:s + batch], kind)
             if tta:  # vote counts, resized smoothly (bilinear) to the slice size, then decided there
@@ -168,9 +190,9 @@ class Segmenter:
         return lungs, lesions
 
     # ------------------------------------------------------------------ internals
-    def _run(self, x: np.ndarray):
+    def _run(self, x: np.ndarray, outputs=LABEL_OUTPUTS):
         try:
-            return self.session.run(None, {"image": x})
+            return self.session.run(list(outputs), {"image": x})
         except Exception as exc:  # noqa: BLE001
             raise ModelError(f"{self.path.name}: inference failed ({type(exc).__name__}: {exc})") from exc
 
@@ -184,6 +206,29 @@ class Segmenter:
         lus = [lu[:n], swap[lu[n:2 * n, :, ::-1]], lu[2 * n:3 * n, ::-1], swap[lu[3 * n:, ::-1, ::-1]]]
         les = [le[:n], le[n:2 * n, :, ::-1], le[2 * n:3 * n, ::-1], le[3 * n:, ::-1, ::-1]]
         return _counts(lus), _counts(les)
+
+    def _tta_probabilities(self, chunk: np.ndarray, kind: str):
+        """Labels of ``chunk`` (n, H, W) from the class probabilities averaged over 4 flips x
+        ``tta_sizes``, each resized bilinearly to (H, W); lesions kept within the lung margin."""
+        n, H, W = chunk.shape
+        acc = [np.zeros((n, 3, H, W), np.float32), np.zeros((n, 3, H, W), np.float32)]
+        swap = [0, 2, 1]  # lung labels 1/2 swap under horizontal flips
+        for size in self.info.tta_sizes:
+            x = self._prepare(chunk, kind, (size, size))
+            views = np.concatenate([x, x[..., ::-1], x[..., ::-1, :], x[..., ::-1, ::-1]])
+            for k, p in enumerate(class_probabilities(self._run(np.ascontiguousarray(views), (LOGITS_OUTPUT,))[0])):
+                ch = swap if k == 0 else [0, 1, 2]
+                mean = p[:n] + p[n:2 * n, ch, :, ::-1] + p[2 * n:3 * n, :, ::-1] + p[3 * n:, ch, ::-1, ::-1]
+                acc[k] += _resize_counts(np.ascontiguousarray(mean, dtype=np.float32), (H, W))
+        lungs = acc[0].argmax(axis=1).astype(np.uint8)
+        lesions = acc[1].argmax(axis=1).astype(np.uint8)
+        from scipy import ndimage
+
+        h, w = self.info.input_size
+        reach = 2 * LESION_MARGIN * int(np.ceil(max(H / h, W / w))) + 1
+        near = ndimage.maximum_filter(lungs > 0, size=(1, reach, reach))
+        lesions[~near] = 0
+        return lungs, lesions
 
     def _check(self, images, kind, spacing) -> np.ndarray:
         if kind not in KINDS:
@@ -218,16 +263,32 @@ class Segmenter:
                 raise InputError(f"spacing must be 2 or 3 positive numbers in mm, got {spacing!r}")
         return arr
 
-    def _prepare(self, chunk: np.ndarray, kind: str) -> np.ndarray:
+    def _prepare(self, chunk: np.ndarray, kind: str, size=None) -> np.ndarray:
         if kind == "hu":
             lo, hi = self.info.hu_window
         else:
             lo, hi = 0.0, 255.0
-        x = resize_stack(chunk, self.info.input_size)
+        x = resize_stack(chunk, size or self.info.input_size)
         x -= np.float32(lo)
         x *= np.float32(1.0 / (hi - lo))
         np.clip(x, 0.0, 1.0, out=x)
         return x[:, None]
+
+
+def class_probabilities(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The ``logits`` output -> (lung, lesion) softmax probabilities, each ``(N, 3, H, W)``
+    float32 on the input grid. ``(N, 24, h, w)``: class-major, then the 2x2 sub-pixel
+    (``H = 2h``), as a pixel shuffle reads them; ``(N, 6, H, W)``: already on the input grid."""
+    n, c, h, w = logits.shape
+    if c == 24:
+        logits = logits.reshape(n, 6, 2, 2, h, w).transpose(0, 1, 4, 2, 5, 3).reshape(n, 6, 2 * h, 2 * w)
+    elif c != 6:
+        raise ModelError(f"logits output has {c} channels, expected 6 or 24")
+    out = []
+    for z in (logits[:, :3], logits[:, 3:]):
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        out.append((e / e.sum(axis=1, keepdims=True)).astype(np.float32))
+    return out[0], out[1]
 
 
 def _counts(maps) -> np.ndarray:
@@ -235,8 +296,8 @@ def _counts(maps) -> np.ndarray:
 
 
 def _resize_counts(counts: np.ndarray, size) -> np.ndarray:
-    """(n, 3, h, w) vote counts -> (n, 3, H, W), bilinear (Pillow), so that label borders
-    are placed between network pixels instead of on a blocky nearest-neighbour grid."""
+    """(n, 3, h, w) vote counts or probabilities -> (n, 3, H, W), bilinear (Pillow), so that
+    label borders are placed between network pixels instead of on a blocky nearest-neighbour grid."""
     n, c, h, w = counts.shape
     H, W = size
     if (H, W) == (h, w):
