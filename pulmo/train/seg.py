@@ -285,7 +285,10 @@ def export(args) -> None:
     net = SegNet.from_arch(arch)
     net.load_state_dict(state["model"])
     net.eval()
-    tta_sizes = [int(v) for v in args.tta_sizes.split(",")] if args.tta_sizes else []
+    try:
+        tta_sizes = [int(v) for v in args.tta_sizes.split(",")] if args.tta_sizes else []
+    except ValueError:
+        tta_sizes = [0]
     if any(v % 16 or v < 64 for v in tta_sizes):
         raise SystemExit(f"--tta-sizes must be multiples of 16 of at least 64, not {args.tta_sizes}")
     fp32 = out / "seg_fp32.onnx"

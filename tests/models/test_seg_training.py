@@ -179,6 +179,18 @@ def test_training_smoke_and_resume(tmp_path):
                   "--arch", "seg-9"])
 
 
+def _calibration_cache(tmp_path):
+    """A random cache with the arrays int8 calibration reads, and an empty run folder."""
+    rng = np.random.default_rng(0)
+    cache = tmp_path / "cache.npz"
+    np.savez_compressed(cache, png_im=rng.integers(0, 255, (64, 256, 256), dtype=np.uint8),
+                        ms_im=rng.integers(0, 255, (16, 256, 256), dtype=np.uint8),
+                        hu=rng.uniform(-1000, 200, (64, 256, 256)).astype(np.float32))
+    out = tmp_path / "run"
+    out.mkdir()
+    return cache, out
+
+
 @needs_torch
 def test_int8_export_keeps_image_convolution_float(tmp_path):
     """``quantize`` leaves the image convolution in float by default; ``float_image_conv`` turns an
@@ -189,13 +201,7 @@ def test_int8_export_keeps_image_convolution_float(tmp_path):
     from pulmo.train import seg
     from pulmo.train.seg_net import SegNet
 
-    rng = np.random.default_rng(0)
-    cache = tmp_path / "cache.npz"
-    np.savez_compressed(cache, png_im=rng.integers(0, 255, (64, 256, 256), dtype=np.uint8),
-                        ms_im=rng.integers(0, 255, (16, 256, 256), dtype=np.uint8),
-                        hu=rng.uniform(-1000, 200, (64, 256, 256)).astype(np.float32))
-    out = tmp_path / "run"
-    out.mkdir()
+    cache, out = _calibration_cache(tmp_path)
     torch.save({"arch": "seg-2d-1", "model": SegNet.from_arch("seg-2d-1").state_dict()}, out / "final.pt")
     assert seg.main(["export", "--out", str(out), "--model", str(tmp_path / "m.onnx"), "--cache", str(cache)]) == 0
 
@@ -232,16 +238,12 @@ def test_int8_export_with_tta_sizes_has_float_probabilities(tmp_path):
     from pulmo.train.seg_net import SegNet
 
     rng = np.random.default_rng(0)
-    cache = tmp_path / "cache.npz"
-    np.savez_compressed(cache, png_im=rng.integers(0, 255, (64, 256, 256), dtype=np.uint8),
-                        ms_im=rng.integers(0, 255, (16, 256, 256), dtype=np.uint8),
-                        hu=rng.uniform(-1000, 200, (64, 256, 256)).astype(np.float32))
-    out = tmp_path / "run"
-    out.mkdir()
+    cache, out = _calibration_cache(tmp_path)
     torch.manual_seed(0)
     torch.save({"arch": "seg-2d-1", "model": SegNet.from_arch("seg-2d-1").state_dict()}, out / "final.pt")
-    with pytest.raises(SystemExit, match="multiples of 16"):
-        seg.main(["export", "--out", str(out), "--model", str(tmp_path / "bad.onnx"), "--tta-sizes", "250"])
+    for bad in ("250", "224,abc"):
+        with pytest.raises(SystemExit, match="multiples of 16"):
+            seg.main(["export", "--out", str(out), "--model", str(tmp_path / "bad.onnx"), "--tta-sizes", bad])
     model = tmp_path / "m.onnx"
     assert seg.main(["export", "--out", str(out), "--model", str(model), "--cache", str(cache), "--int8",
                      "--tta-sizes", "224,256"]) == 0
