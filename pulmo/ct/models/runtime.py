@@ -39,7 +39,8 @@ MIN_SIDE, MAX_SIDE = 32, 4096
 LABEL_OUTPUTS = ("lungs", "lesions")
 LOGITS_OUTPUT = "logits"   # optional float head output, for TTA: (N, 24, h/2, w/2) sub-pixel or (N, 6, h, w)
 LESION_MARGIN = 2      # network pixels: lesions farther than this from the lung are dropped (as in the graph)
-TTA_BATCH = 8          # slices per probability-averaging TTA batch (12 views each)
+TTA_BATCH = 8          # slices per probability-averaging TTA batch (12 views each) ...
+TTA_PIXELS = 1 << 21   # ... fewer for large slices: at most this many pixels per batch (~50 MB of sums)
 
 
 @dataclass
@@ -166,8 +167,9 @@ class Segmenter:
         yi = np.minimum((np.arange(H) * h) // H, h - 1)
         xi = np.minimum((np.arange(W) * w) // W, w - 1)
         if tta and self.info.tta_sizes:
-            for s in range(0, n, TTA_BATCH):
-                lungs[s:s + TTA_BATCH], lesions[s:s + TTA_BATCH] = self._tta_probabilities(arr[s:s + TTA_BATCH], kind)
+            step = max(1, min(TTA_BATCH, TTA_PIXELS // (H * W)))
+            for s in range(0, n, step):
+                lungs[s:s + step], lesions[s:s + step] = self._tta_probabilities(arr[s:s + step], kind)
             return (lungs[0], lesions[0]) if squeeze else (lungs, lesions)
         for s in range(0, n, batch):
             x = self._prepare(arr[s:s + batch], kind)
