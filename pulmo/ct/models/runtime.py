@@ -149,10 +149,9 @@ class Segmenter:
         metadata (``seg_8bit.onnx``) is run on the four flips at each of those input sizes
         (12 passes for 224, 256, 288); the class probabilities (softmax of the logits) are
         averaged, resized bilinearly to the slice size, and each pixel takes the most probable
-        class (lesions more than
-        2 network pixels from the lung are then dropped, as inside the graph). Other networks
-        take a per-pixel majority vote of the four flipped label maps, whose counts are resized
-        bilinearly to the slice size first, for smooth borders.
+        class (lesions more than 2 network pixels from the lung are then dropped, as inside the
+        graph). Other networks take a per-pixel majority vote of the four flipped label maps,
+        whose counts are resized bilinearly to the slice size first, for smooth borders.
 
         Returns ``(lungs, lesions)``, uint8 arrays of the input's shape (see module doc).
         """
