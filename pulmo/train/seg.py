@@ -24,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
+from pulmo.ct.models.runtime import LOGITS_OUTPUT
 from pulmo.train import seg_data as D
 
 REPO = Path(__file__).resolve().parents[2]
-LOGITS_OUTPUT = "logits"
 
 
 # ----------------------------------------------------------------------------- data
@@ -285,19 +285,20 @@ def export(args) -> None:
     net = SegNet.from_arch(arch)
     net.load_state_dict(state["model"])
     net.eval()
+    bad_sizes = SystemExit(f"--tta-sizes must be multiples of 16 of at least 64, not {args.tta_sizes}")
     try:
         tta_sizes = [int(v) for v in args.tta_sizes.split(",")] if args.tta_sizes else []
     except ValueError:
-        tta_sizes = [0]
+        raise bad_sizes from None
     if any(v % 16 or v < 64 for v in tta_sizes):
-        raise SystemExit(f"--tta-sizes must be multiples of 16 of at least 64, not {args.tta_sizes}")
+        raise bad_sizes
     fp32 = out / "seg_fp32.onnx"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         outputs = ["lungs", "lesions"] + ([LOGITS_OUTPUT] if tta_sizes else [])
         axes = {"image": {0: "n", 2: "h", 3: "w"}, "lungs": {0: "n", 1: "h", 2: "w"}, "lesions": {0: "n", 1: "h", 2: "w"},
                 LOGITS_OUTPUT: {0: "n", 2: "h2", 3: "w2"}}
-        torch.onnx.export(ExportWrapper(net, probabilities=bool(tta_sizes)), torch.rand(2, 1, D.SIZE, D.SIZE), str(fp32),
+        torch.onnx.export(ExportWrapper(net, logits=bool(tta_sizes)), torch.rand(2, 1, D.SIZE, D.SIZE), str(fp32),
                           input_names=["image"], output_names=outputs, opset_version=17, dynamo=False,
                           dynamic_axes=axes)
     target = Path(args.model) if args.model else REPO / "pulmo" / "ct" / "models" / (
@@ -372,8 +373,7 @@ def float_nodes(path: Path) -> list[str]:
     1 -> 16 channels, so float costs little."""
     import onnx
 
-    graph = onnx.load(str(path)).graph
-    convs = [n for n in graph.node if n.op_type == "Conv"]
+    convs = [n for n in onnx.load(str(path)).graph.node if n.op_type == "Conv"]
     return [convs[0].name, convs[-1].name] if convs else []
 
 

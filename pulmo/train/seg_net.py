@@ -115,17 +115,17 @@ class ExportWrapper(nn.Module):
     Lesion pixels farther than ``margin`` pixels (Chebyshev, network grid) from the lung
     mask are dropped: lesions are in the lung by definition.
 
-    ``probabilities=True`` adds the float logits of both heads as a third output, ``logits``,
+    ``logits=True`` adds the float logits of both heads as a third output, ``logits``,
     as the 1x1 head computes them (no extra work in the graph): ``(N, 24, H/2, W/2)`` for
     ``full_res=0`` (class-major, then the 2x2 sub-pixel, as ``F.pixel_shuffle`` reads them:
     lung classes 0-2, then lesion classes 0-2), ``(N, 6, H, W)`` otherwise. Test-time
     augmentation (``pulmo.ct.models.runtime``) turns them into probabilities and averages them."""
 
-    def __init__(self, net: SegNet, margin: int = 2, probabilities: bool = False):
+    def __init__(self, net: SegNet, margin: int = 2, logits: bool = False):
         super().__init__()
         self.net = net
         self.margin = margin
-        self.probabilities = probabilities
+        self.logits = logits
 
     def forward(self, x):
         net = self.net
@@ -144,6 +144,6 @@ class ExportWrapper(nn.Module):
             k = 2 * self.margin + 1
             near = F.max_pool2d((lungs > 0).float()[:, None], k, stride=1, padding=self.margin)[:, 0] > 0
             lesions = lesions * near.to(torch.uint8)
-        if not self.probabilities:
+        if not self.logits:
             return lungs, lesions
         return lungs, lesions, z
