@@ -128,6 +128,13 @@ def _run(args, segment_only: bool) -> int:
         print(json.dumps(results, indent=2, default=str))
     else:
         _print_summary(results, args.output)
+    failed = [i for i in results.get("images", []) if i.get("status") == "error"]
+    if failed:  # a folder of 2D images: the others were written
+        print(f"{len(failed)} of {len(results['images'])} images could not be segmented (no masks written for them):",
+              file=sys.stderr)
+        for i in failed:
+            print(f"  {i['name']}: {i['error']}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -409,21 +409,22 @@ NO_2D_MODEL = ("this is an 8-bit image, not a CT in Hounsfield units: HU thresho
                "2D path needs learned lung and lesion models (the shipped pulmo/ct/models/seg_8bit.onnx, or "
                "--lung-model/--lesion-model, or PULMO_CT_MODELS)")
 
-IMAGE_SUMMARY_FIELDS = ["name", "width", "height", "lung_pixels", "ggo_pixels", "consolidation_pixels",
-                        "percent_involved", "warning"]
+IMAGE_SUMMARY_FIELDS = ["name", "status", "width", "height", "lung_pixels", "ggo_pixels", "consolidation_pixels",
+                        "percent_involved", "warning", "error"]
 
 
-def _image_summary(name: str, lungs: np.ndarray, lesions: np.ndarray) -> dict:
-    """Per-image figures of the 2D path (pixels; percent of the lung mask that is lesion)."""
+def _image_summary(name: str, image: np.ndarray, lungs: np.ndarray, lesions: np.ndarray) -> dict:
+    """Per-image figures of the 2D path (pixels; percent of the lung mask that is lesion), with a
+    warning when the masks look untrustworthy (:func:`pulmo.ct.models.images.image_warning`)."""
+    from pulmo.ct.models.images import image_warning
+
     lung = lungs > 0
     n_lung = int(lung.sum())
-    row = {"name": name, "width": int(lungs.shape[-1]), "height": int(lungs.shape[-2]), "lung_pixels": n_lung,
-           "ggo_pixels": int(((lesions == 1) & lung).sum()), "consolidation_pixels": int(((lesions == 2) & lung).sum()),
-           "percent_involved": round(100.0 * int(((lesions > 0) & lung).sum()) / n_lung, 2) if n_lung else 0.0,
-           "warning": ""}
-    if n_lung < 0.005 * lungs.size:
-        row["warning"] = "little or no lung found: is this an axial chest-CT slice?"
-    return row
+    return {"name": name, "status": "ok", "width": int(lungs.shape[-1]), "height": int(lungs.shape[-2]),
+            "lung_pixels": n_lung, "ggo_pixels": int(((lesions == 1) & lung).sum()),
+            "consolidation_pixels": int(((lesions == 2) & lung).sum()),
+            "percent_involved": round(100.0 * int(((lesions > 0) & lung).sum()) / n_lung, 2) if n_lung else 0.0,
+            "warning": image_warning(image, lungs) or "", "error": ""}
 
 
 def analyze_image_folder(path, outdir, options: AnalysisOptions, segment_only=False) -> dict:
@@ -432,8 +433,13 @@ def analyze_image_folder(path, outdir, options: AnalysisOptions, segment_only=Fa
 
     Writes ``<stem>_lungs.png`` / ``<stem>_lesions.png`` per image (the image's size), one
     ``results.json`` (``images[]``: the per-image results, as for a single image, each with a
-    ``summary``) and ``summary.csv`` (per image: lung / lesion pixels, percent involved).
-    Refused (InputError, nothing written) when no learned lung or lesion model is available.
+    ``summary`` and ``status``) and ``summary.csv`` (per image: status, lung / lesion pixels,
+    percent involved, warning, error).
+
+    An image that cannot be segmented (unreadable, colour, 16-bit, no lung found, ...) is
+    listed with ``status: "error"`` and the reason, and gets no masks; the others are written
+    (``results["failed"]`` counts the refused ones). Refused as a whole (InputError, nothing
+    written) when no learned lung or lesion model is available or when no image succeeds.
     """
     from pulmo.ct.io import image_files
     from pulmo.ct.io.files import load_image
@@ -445,16 +451,26 @@ def analyze_image_folder(path, outdir, options: AnalysisOptions, segment_only=Fa
         if seg is None:
             raise InputError(f"{Path(path).name}: a folder of 2D images; " + NO_2D_MODEL
                              + (f"; the shipped model could not be loaded: {reason}" if reason else ""))
+    t0 = time.perf_counter()
     files = image_files(Path(path))
     stems = [f.stem for f in files]
-    t0 = time.perf_counter()
-    cases = []
-    for f in files:  # load and segment everything before writing: bad input leaves nothing behind
-        vol = load_image(f, options.load)
-        case = compute(vol, options, segment_only, {})
-        name = f.stem if stems.count(f.stem) == 1 else f.name.replace(".", "_")
-        case.results["summary"] = _image_summary(name, case.lungs[0], case.lesions[0])
+    names = [f.stem if stems.count(f.stem) == 1 else f.name.replace(".", "_") for f in files]
+    cases, images = [], []  # images: one entry per file, in order (results, or the reason it was refused)
+    for f, name in zip(files, names):  # everything is computed before writing: the output appears whole or not at all
+        try:
+            vol = load_image(f, options.load)
+            case = compute(vol, options, segment_only, {})
+        except InputError as exc:  # this image only: the others are still segmented
+            msg = str(exc)
+            images.append({"name": name, "status": "error", "error": msg if msg.startswith(f.name) else f"{f.name}: {msg}"})
+            continue
+        case.results["summary"] = _image_summary(name, vol.array[0], case.lungs[0], case.lesions[0])
         cases.append((name, case))
+        images.append({"name": name, "status": "ok", **case.results})
+    failed = [r for r in images if r["status"] == "error"]
+    if files and not cases:
+        shown = "; ".join(r["error"] for r in failed[:3]) + ("; ..." if len(failed) > 3 else "")
+        raise InputError(f"{Path(path).name}: none of the {len(files)} images could be segmented: {shown}")
     outputs = []
     with staging_dir(Path(outdir)) as tmp:
         for name, case in cases:
@@ -462,17 +478,17 @@ def analyze_image_folder(path, outdir, options: AnalysisOptions, segment_only=Fa
                 Image.fromarray(arr[0].astype(np.uint8)).save(tmp / f"{name}_{label}.png")
                 outputs.append(f"{name}_{label}.png")
         with open(tmp / "summary.csv", "w", newline="", encoding="utf-8") as fh:
-            w = csv.DictWriter(fh, fieldnames=IMAGE_SUMMARY_FIELDS)
+            w = csv.DictWriter(fh, fieldnames=IMAGE_SUMMARY_FIELDS, restval="")
             w.writeheader()
-            w.writerows(c.results["summary"] for _, c in cases)
+            w.writerows(r.get("summary", r) for r in images)
         method = cases[0][1].results.get("method", {}) if cases else {}
         results = {
             "schema_version": SCHEMA_VERSION, "pulmo_version": __version__,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "disclaimer": DISCLAIMER,
-            "input": {"source": str(path), "kind": "image-dir", "images": len(cases)},
+            "input": {"source": str(path), "kind": "image-dir", "images": len(files)},
             "conventions": CONVENTIONS, "labels": {"lungs": LUNG_LABELS, "lesions": LESION_LABELS},
             "method": {k: method.get(k) for k in ("lungs", "lesions", "source", "learned_model")},
-            "images": [{"name": n, **c.results} for n, c in cases],
+            "images": images, "failed": len(failed),
             "outputs": outputs + ["summary.csv", "results.json"],
             "timings_s": {"total": round(time.perf_counter() - t0, 3)},
         }
@@ -571,7 +587,10 @@ def analyze_batch(root, outroot, options: AnalysisOptions | None = None, segment
             if err is None:
                 try:
                     if isinstance(vol, str):  # a folder of 2D images
-                        analyze_image_folder(item, outroot / name, options, segment_only)
+                        n_failed = analyze_image_folder(item, outroot / name, options, segment_only)["failed"]
+                        if n_failed:
+                            err = (f"{n_failed} of its images could not be segmented (the others were written; "
+                                   f"reasons in {name}/summary.csv)")
                     else:
                         timings = {"load": round(t_load, 3)}
                         case = compute(vol, options, segment_only, timings)

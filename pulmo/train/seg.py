@@ -55,7 +55,9 @@ class Sampler:
 
     def __init__(self, data: dict, rng: np.random.Generator, p_ms=0.35, p_png=0.45):
         self.d, self.rng = data, rng
-        if not (0 <= p_ms and 0 <= p_png and p_ms + p_png <= 1 + 1e-9):
+        if not (0 <= p_png <= 1):
+            raise SystemExit(f"--p-png must lie in 0..1, not {p_png:g}")
+        if not (0 <= p_ms and p_ms + p_png <= 1 + 1e-9):
             raise SystemExit(f"--p-medseg must lie in 0..{1 - p_png:g} (PNG slices take {p_png:g} of each batch, "
                              f"LIDC slices the rest), not {p_ms:g}")
         self.p = np.array([p_ms, p_png, max(0.0, 1 - p_ms - p_png)])
@@ -230,7 +232,7 @@ def train(args) -> None:
         gen.set_state(state["torch_gen"])
         start = state["iter"]
         print(f"resumed from {ck} at iteration {start}", flush=True)
-    sampler = Sampler(data, rng, p_ms=args.p_medseg)
+    sampler = Sampler(data, rng, p_ms=args.p_medseg, p_png=args.p_png)
     log = open(out / "train.log", "a")
     t0 = time.time()
     net.train()
@@ -469,6 +471,8 @@ def main(argv=None) -> int:
                    help="torch threads (1 is fastest on a shared 2-core machine)")
     t.add_argument("--ckpt-every", type=int, default=100)
     t.add_argument("--p-medseg", type=float, default=0.35, help="share of MedSeg slices in a batch")
+    t.add_argument("--p-png", type=float, default=0.45,
+                   help="share of COVID-19-CT-Seg PNG slices in a batch (LIDC HU slices take the rest)")
     t.add_argument("--p-clean", type=float, default=0.0,
                    help="share of 8-bit slices (MedSeg, PNG) given geometric augmentation only")
     t.add_argument("--p-clean-from", type=int, default=0,

@@ -16,6 +16,11 @@ from pulmo.ct.segment.models import OnnxSegmentationModel  # noqa: E402
 from pulmo.errors import ModelError  # noqa: E402
 
 
+def _slice(h, w, level=90):
+    """A non-uniform 8-bit test image (blank images are refused as not a CT slice)."""
+    return Image.fromarray((level + np.add.outer(np.arange(h) % 20, np.arange(w) % 20)).astype(np.uint8))
+
+
 def _constant_map_model(path, task, maps: np.ndarray, labels: dict, intensity="hu"):
     """A model whose output is ``0 * input + maps`` (class scores fixed per pixel)."""
     c, h, w = maps.shape
@@ -72,7 +77,7 @@ def test_model_metadata_checked(tmp_path):
 
 
 def test_png_without_model_refused(tmp_path, capsys):
-    Image.fromarray(np.zeros((64, 64), np.uint8)).save(tmp_path / "slice.png")
+    _slice(64, 64, 0).save(tmp_path / "slice.png")
     rc = main(["ct", "analyze", str(tmp_path / "slice.png"), "-o", str(tmp_path / "o"), "--no-progress"])
     assert rc == 2 and "learned" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
@@ -89,7 +94,7 @@ def test_png_with_models(tmp_path):
     les[1][10:14, 4:8] = 5
     lm = _constant_map_model(tmp_path / "lungs.onnx", "lungs", lung, {"0": "bg", "1": "right", "2": "left"}, "uint8")
     lsm = _constant_map_model(tmp_path / "lesions.onnx", "lesions", les, {"0": "bg", "1": "GGO", "2": "cons"}, "uint8")
-    Image.fromarray(np.full((100, 120), 90, np.uint8)).save(tmp_path / "img1.png")
+    _slice(100, 120).save(tmp_path / "img1.png")
     out = tmp_path / "o"
     assert main(["ct", "analyze", str(tmp_path / "img1.png"), "-o", str(out), "--lung-model", str(lm),
                  "--lesion-model", str(lsm), "--no-progress"]) == 0
@@ -119,8 +124,8 @@ def test_image_folder_each_image_independently(tmp_path):
     lm, lsm = _models_2d(tmp_path / "m")
     src = tmp_path / "slices"
     src.mkdir()
-    Image.fromarray(np.full((100, 120), 90, np.uint8)).save(src / "a.png")
-    Image.fromarray(np.full((64, 48), 30, np.uint8)).convert("RGB").save(src / "b.jpg")
+    _slice(100, 120).save(src / "a.png")
+    _slice(64, 48, 30).convert("RGB").save(src / "b.jpg")
     out = tmp_path / "o"
     assert main(["ct", "analyze", str(src), "-o", str(out), "--lung-model", str(lm), "--lesion-model", str(lsm),
                  "--no-progress"]) == 0
@@ -136,7 +141,7 @@ def test_image_folder_without_models_refused(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("PULMO_CT_MODELS", "none")
     src = tmp_path / "slices"
     src.mkdir()
-    Image.fromarray(np.zeros((64, 64), np.uint8)).save(src / "a.png")
+    _slice(64, 64, 0).save(src / "a.png")
     rc = main(["ct", "analyze", str(src), "-o", str(tmp_path / "o"), "--no-progress"])
     assert rc == 2 and "learned lung and lesion models" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
@@ -169,7 +174,68 @@ def test_batch_with_image_folder_study(tmp_path, monkeypatch):
     monkeypatch.setenv("PULMO_CT_MODELS", str(tmp_path / "m"))  # found by default discovery
     root = tmp_path / "studies" / "slices"
     root.mkdir(parents=True)
-    Image.fromarray(np.full((40, 50), 90, np.uint8)).save(root / "x.png")
+    _slice(40, 50).save(root / "x.png")
     out = tmp_path / "o"
     assert main(["ct", "segment", str(tmp_path / "studies"), "-o", str(out), "--batch", "--no-progress"]) == 0
     assert (out / "slices" / "x_lungs.png").exists() and (out / "slices" / "results.json").exists()
+
+
+def test_image_folder_bad_images_listed_the_others_written(tmp_path, capsys):
+    (tmp_path / "m").mkdir()
+    lm, lsm = _models_2d(tmp_path / "m")
+    src = tmp_path / "slices"
+    src.mkdir()
+    _slice(100, 120).save(src / "a.png")
+    rgb = np.zeros((40, 40, 3), np.uint8)
+    rgb[..., 0] = 200
+    Image.fromarray(rgb).save(src / "colour.png")
+    Image.fromarray((np.arange(64 * 64).reshape(64, 64) * 15).astype(np.uint16)).save(src / "deep.png")
+    Image.fromarray(np.full((50, 50), 120, np.uint8)).save(src / "flat.png")
+    (src / "cut.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    out = tmp_path / "o"
+    rc = main(["ct", "segment", str(src), "-o", str(out), "--lung-model", str(lm), "--lesion-model", str(lsm),
+               "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "4 of 5 images could not be segmented" in err
+    assert "colour.png: a colour image" in err and "deep.png: I;16 (16-bit) image" in err
+    assert "flat.png: a blank (uniform) image" in err and "cut.jpg: not a readable image" in err
+    assert sorted(p.name for p in out.iterdir()) == ["a_lesions.png", "a_lungs.png", "results.json", "summary.csv"]
+    import csv
+
+    rows = {r["name"]: r for r in csv.DictReader(open(out / "summary.csv"))}
+    assert rows["a"]["status"] == "ok" and int(rows["a"]["lung_pixels"]) > 0
+    assert {n: r["status"] for n, r in rows.items() if n != "a"} == dict.fromkeys(["colour", "cut", "deep", "flat"], "error")
+    res = json.loads((out / "results.json").read_text())
+    assert res["failed"] == 4 and [i["name"] for i in res["images"]] == ["a", "colour", "cut", "deep", "flat"]
+    assert res["images"][0]["status"] == "ok" and "quantification" not in res["images"][0]
+
+
+def test_image_folder_with_no_good_image_writes_nothing(tmp_path, capsys):
+    (tmp_path / "m").mkdir()
+    lm, lsm = _models_2d(tmp_path / "m")
+    src = tmp_path / "slices"
+    src.mkdir()
+    Image.fromarray(np.full((50, 50), 120, np.uint8)).save(src / "flat.png")
+    (src / "cut.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    rc = main(["ct", "segment", str(src), "-o", str(tmp_path / "o"), "--lung-model", str(lm), "--lesion-model",
+               str(lsm), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "none of the 2 images could be segmented" in err and "cut.png" in err and "flat.png" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_batch_image_folder_study_with_a_bad_image(tmp_path, monkeypatch):
+    (tmp_path / "m").mkdir()
+    _models_2d(tmp_path / "m")
+    monkeypatch.setenv("PULMO_CT_MODELS", str(tmp_path / "m"))
+    root = tmp_path / "studies" / "slices"
+    root.mkdir(parents=True)
+    _slice(40, 50).save(root / "x.png")
+    Image.fromarray(np.full((40, 50), 7, np.uint8)).save(root / "y.png")
+    out = tmp_path / "o"
+    assert main(["ct", "segment", str(tmp_path / "studies"), "-o", str(out), "--batch", "--no-progress"]) == 1
+    assert (out / "slices" / "x_lungs.png").exists() and not (out / "slices" / "y_lungs.png").exists()
+    import csv
+
+    row = next(csv.DictReader(open(out / "summary.csv")))
+    assert row["status"] == "failed" and "1 of its images could not be segmented" in row["error"]

@@ -273,3 +273,15 @@ def test_sampler_refuses_impossible_medseg_share():
     with pytest.raises(SystemExit, match="--p-medseg must lie in 0..0.55"):
         Sampler(data, np.random.default_rng(0), p_ms=0.6)
     assert Sampler(data, np.random.default_rng(0), p_ms=0.55).p[2] == 0  # no LIDC slices, no error
+
+
+def test_sampler_png_share_sets_the_batch_mix():
+    from pulmo.train.seg import Sampler
+
+    data = {"ms_im": np.zeros((1, 8, 8), np.uint8)}
+    s = Sampler(data, np.random.default_rng(0), p_ms=0.7, p_png=0.25)
+    assert np.allclose(s.p, [0.7, 0.25, 0.05])
+    with pytest.raises(SystemExit, match="--p-medseg must lie in 0..0.75"):
+        Sampler(data, np.random.default_rng(0), p_ms=0.8, p_png=0.25)
+    with pytest.raises(SystemExit, match="--p-png must lie in 0..1"):
+        Sampler(data, np.random.default_rng(0), p_ms=0.1, p_png=1.5)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
-from PIL import Image
 
+from pulmo.ct.io.grey_image import read_gray_image
 from pulmo.ct.io.options import LoadOptions
 from pulmo.ct.volume import CTVolume, Geometry, canonicalise, warning
 from pulmo.errors import InputError
@@ -75,14 +75,10 @@ def check_hu(vol: CTVolume, name: str) -> None:
 
 
 def load_image(path: Path, options: LoadOptions) -> CTVolume:
-    """A 2D 8-bit image (PNG/JPG) as a one-slice volume of grey levels (not HU)."""
+    """A 2D 8-bit image (PNG/JPG) as a one-slice volume of grey levels (not HU); colour, 16-bit,
+    blank and unreadable images are refused (:func:`pulmo.ct.io.grey_image.read_gray_image`)."""
     check_size(path, options)
-    try:
-        with Image.open(path) as im:
-            im.load()
-            grey = np.asarray(im.convert("L"), dtype=np.uint8)
-    except Exception as exc:  # noqa: BLE001
-        raise InputError(f"{path.name}: cannot read the image ({type(exc).__name__}: {exc})") from exc
+    grey = read_gray_image(path)
     return CTVolume(array=grey[None].copy(), spacing=(1.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0), is_hu=False,
                     native=None, source=str(path), kind="image",
                     meta={"modality": "image (8-bit, not HU)", "size": [int(grey.shape[1]), int(grey.shape[0])]})

@@ -11,49 +11,16 @@ from pathlib import Path
 
 import numpy as np
 
+from pulmo.ct.io.grey_image import read_gray_image
 from pulmo.errors import InputError, ModelError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 # Below this fraction of the image labelled lung, the image is flagged: probably not a chest CT slice.
 MIN_LUNG_FRACTION = 0.005
-# Grey-level SD below which an image is refused as blank/uniform.
-MIN_STD = 4.0
 # In a CT slice the lungs (air) are darker than the rest of the image: the median grey level
 # outside the predicted lung must exceed the median inside it by at least this much, else flagged
 # (held-out CT slices: 7 or more; blank, striped and gradient images: 1 or less).
 MIN_LUNG_CONTRAST = 4.0
-
-
-def read_gray_image(path: str | Path) -> np.ndarray:
-    """An 8-bit grey-level slice as ``uint8 (H, W)``; clear :class:`InputError` otherwise.
-
-    Grey images stored as RGB(A) (all channels equal) are accepted; colour images,
-    16-bit/float images and unreadable files are refused."""
-    from PIL import Image, UnidentifiedImageError
-
-    path = Path(path)
-    try:
-        with Image.open(path) as im:
-            im.load()
-            mode = im.mode
-            if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-                raise InputError(f"{path.name}: {mode} ({'16-bit' if mode.startswith('I') else 'floating-point'}) "
-                                 "image; the 2D path takes 8-bit slices (for Hounsfield units give the DICOM "
-                                 "or NIfTI volume)")
-            if mode == "1":
-                raise InputError(f"{path.name}: a 1-bit (black and white) image, not a CT slice")
-            if mode in ("L", "LA"):
-                arr = np.asarray(im.convert("L"))
-            else:
-                rgb = np.asarray(im.convert("RGB")).astype(np.int16)
-                if np.abs(rgb[..., 0] - rgb[..., 1]).max() > 8 or np.abs(rgb[..., 1] - rgb[..., 2]).max() > 8:
-                    raise InputError(f"{path.name}: a colour image; CT slices are grey-level")
-                arr = np.asarray(im.convert("L"))
-    except InputError:
-        raise
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise InputError(f"{path.name}: not a readable image ({exc})") from exc
-    return arr
 
 
 def lung_contrast(img: np.ndarray, lungs: np.ndarray) -> float:
@@ -64,6 +31,17 @@ def lung_contrast(img: np.ndarray, lungs: np.ndarray) -> float:
         return 0.0
     outside = outside[outside > np.percentile(outside, 25)] if outside.size > 4 else outside
     return float(np.median(outside) - np.median(inside)) if outside.size else 0.0
+
+
+def image_warning(img: np.ndarray, lungs: np.ndarray) -> str | None:
+    """Why the masks of a 2D slice should not be trusted (no lung, or a 'lung' that is not
+    darker than the rest of the image: probably not a chest-CT slice), or None."""
+    if int((lungs > 0).sum()) < MIN_LUNG_FRACTION * lungs.size:
+        return "no lung found: is this an axial chest-CT slice?"
+    if lung_contrast(img, lungs) < MIN_LUNG_CONTRAST:
+        return ("the segmented 'lung' is not darker than the rest of the image: "
+                "is this an axial chest-CT slice? (masks written, do not trust them)")
+    return None
 
 
 def list_images(folder: str | Path) -> list[Path]:
@@ -104,8 +82,6 @@ def segment_image_folder(folder: str | Path, out_dir: str | Path, segmenter=None
         rec = {"name": f.stem}
         try:
             img = read_gray_image(f)
-            if float(img.std()) < MIN_STD:
-                raise InputError(f"{f.name}: a blank (uniform) image, not a CT slice")
             lungs, lesions = seg.segment_slices(img, kind="8bit", tta=tta)
         except InputError as exc:
             if on_error == "raise":
@@ -121,13 +97,10 @@ def segment_image_folder(folder: str | Path, out_dir: str | Path, segmenter=None
         n_ggo, n_con = int((lesions == 1).sum()), int((lesions == 2).sum())
         rec.update(status="ok", lung_pixels=n_lung, ggo_pixels=n_ggo, consolidation_pixels=n_con,
                    lesion_pct_of_lung=round(100.0 * ((lesions > 0) & (lungs > 0)).sum() / n_lung, 2) if n_lung else 0.0)
-        if n_lung < MIN_LUNG_FRACTION * lungs.size:
-            rec["warning"] = "no lung found: is this an axial chest-CT slice?"
-        else:
-            contrast = lung_contrast(img, lungs)
-            rec["lung_contrast"] = round(contrast, 1)
-            if contrast < MIN_LUNG_CONTRAST:
-                rec["warning"] = ("the segmented 'lung' is not darker than the rest of the image: "
-                                  "is this an axial chest-CT slice? (masks written, do not trust them)")
+        if n_lung:
+            rec["lung_contrast"] = round(lung_contrast(img, lungs), 1)
+        why = image_warning(img, lungs)
+        if why:
+            rec["warning"] = why
         records.append(rec)
     return records
