@@ -57,7 +57,9 @@ def register(subparsers) -> None:
     p = sub.add_parser("segment", help="fast path: only lungs/lesions/regions masks",
                        description="Write only lungs.nii.gz, lesions.nii.gz and regions.nii.gz (and results.json). "
                        "For a folder of 8-bit PNG/JPG slices: <stem>_lungs.png and <stem>_lesions.png per image "
-                       "(the image's size; values 0/1/2), results.json and summary.csv (percent involved per image).")
+                       "(the image's size; values 0/1/2), results.json and summary.csv (percent involved per image). "
+                       "An image that cannot be segmented (colour, 16-bit, blank, unreadable, no lung) is listed in "
+                       "summary.csv with its reason and the others are still written (exit status 1).")
     _add_common(p, segment_only=True)
     p.set_defaults(func=_segment)
     p = sub.add_parser("series", help="list the series in a DICOM folder or zip")

@@ -31,14 +31,15 @@ def _link_subset(tmp_path, base, names, layout):
 
 def test_heldout_png_lungs_and_lesions(tmp_path):
     base = shared_path("seg2d", "covid19-ct-seg-png")
-    names = [f"{i:04d}" for i in range(PNG_TEST_START, 1614, 6)]
+    names = [f"{i:04d}" for i in range(PNG_TEST_START, 1614)]  # the whole held-out block (about 60 s)
     _link_subset(tmp_path, base, names, [("ct", "img", ".png"), ("covid", "gt/covid", ".png"),
                                          ("lungs", "gt/lungs", ".png")])
     segment_image_folder(tmp_path / "img", tmp_path / "pred", on_error="raise")
     res = evaluate_dirs(tmp_path / "pred", tmp_path / "gt")
     assert res["n_images"] == len(names)
-    # every 6th held-out slice: seg-2d-3.1 0.972 (seg-2d-3.0 with the flip vote: 0.969)
-    assert res["dice"]["lung"]["mean"] >= 0.971
+    # the per-image lung target on the 214 held-out slices: seg-2d-3.2 0.9705 (seg-2d-3.1
+    # 0.9696 and seg-2d-3.0 0.9658 fall short)
+    assert res["dice"]["lung"]["mean"] >= 0.97
     assert res["dice"]["lesion"]["pooled"] >= 0.6
     assert res["lesion_in_lung_pct"] >= 98.0
 
@@ -54,8 +55,8 @@ def test_heldout_medseg(tmp_path):
     assert res["dice"]["ggo"]["pooled"] >= 0.45
     assert res["dice"]["consolidation"]["pooled"] >= 0.3
     # the whole held-out set: the per-image lesion target, met since seg-2d-3.0 (0.772;
-    # seg-2d-2.0 had 0.749; seg-2d-3.1 0.778), and the pooled consolidation Dice, >= 0.58 since
-    # seg-2d-3.1 (0.614; seg-2d-3.0 0.569)
+    # seg-2d-2.0 had 0.749; seg-2d-3.1 0.778; seg-2d-3.2 0.783), and the pooled consolidation Dice,
+    # >= 0.58 since seg-2d-3.1 (0.614; seg-2d-3.2 0.606; seg-2d-3.0 0.569)
     assert res["dice"]["lesion"]["mean"] >= 0.75
     assert res["dice"]["consolidation"]["pooled"] >= 0.58
 
