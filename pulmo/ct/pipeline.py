@@ -461,8 +461,8 @@ def analyze_image_folder(path, outdir, options: AnalysisOptions, segment_only=Fa
             vol = load_image(f, options.load)
             case = compute(vol, options, segment_only, {})
         except InputError as exc:  # this image only: the others are still segmented
-            msg = str(exc)
-            images.append({"name": name, "status": "error", "error": msg if msg.startswith(f.name) else f"{f.name}: {msg}"})
+            msg = str(exc) if str(exc).startswith(f.name) else f"{f.name}: {exc}"
+            images.append({"name": name, "status": "error", "error": msg})
             continue
         case.results["summary"] = _image_summary(name, vol.array[0], case.lungs[0], case.lesions[0])
         cases.append((name, case))
