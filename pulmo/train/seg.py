@@ -325,6 +325,10 @@ def export(args) -> None:
     }
     if tta_sizes:
         meta["pulmo.tta_sizes"] = ",".join(str(v) for v in tta_sizes)
+    if args.minor_lesion_share:
+        if not tta_sizes:
+            raise SystemExit("--minor-lesion-share applies to the averaged probabilities: give --tta-sizes too")
+        meta["pulmo.minor_lesion_share"] = _share(args.minor_lesion_share)
     del model.metadata_props[:]
     for k, v in meta.items():
         p = model.metadata_props.add()
@@ -332,6 +336,38 @@ def export(args) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(target))
     print(f"wrote {target} ({target.stat().st_size / 1e6:.2f} MB)")
+
+
+def _share(v: float) -> str:
+    if not 0.0 <= v < 0.5:
+        raise SystemExit(f"the minor-lesion share must be in [0, 0.5), not {v}")
+    return f"{v:g}"
+
+
+def set_minor_lesion_share(src: Path, dst: Path, share: float, version: str | None = None) -> None:
+    """Write ``src`` to ``dst`` with ``pulmo.minor_lesion_share`` (and optionally ``pulmo.version``)
+    set in its metadata; the graph and weights are copied unchanged (how seg-2d-3.3 was made from
+    seg-2d-3.2). The rule needs averaged probabilities, so ``src`` must have ``pulmo.tta_sizes``."""
+    import onnx
+
+    value = _share(share)
+    try:
+        model = onnx.load(str(src))
+    except Exception as exc:  # noqa: BLE001 - missing, truncated or not ONNX
+        raise SystemExit(f"{src}: not a readable ONNX model ({type(exc).__name__}: {exc})") from None
+    props = {p.key: p for p in model.metadata_props}
+    if "pulmo.tta_sizes" not in props:
+        raise SystemExit(f"{src}: no pulmo.tta_sizes in its metadata (export it with --tta-sizes)")
+    for key, v in (("pulmo.minor_lesion_share", value), ("pulmo.version", version)):
+        if v is None:
+            continue
+        if key not in props:
+            props[key] = model.metadata_props.add()
+            props[key].key = key
+        props[key].value = v
+    tmp = Path(dst).with_name(Path(dst).name + ".tmp")
+    onnx.save(model, str(tmp))
+    tmp.replace(dst)  # never a half-written model
 
 
 def quantize(fp32: Path, out: Path, cache: Path, fp32_nodes=None) -> Path:
@@ -498,6 +534,13 @@ def main(argv=None) -> int:
     f.add_argument("dst")
     f.add_argument("--version", default=None, help="new pulmo.version metadata")
     f.set_defaults(func=lambda a: print(f"{a.dst}: {float_image_conv(Path(a.src), Path(a.dst), a.version)} now float"))
+    m = sub.add_parser("set-minor-lesion-share", help="set pulmo.minor_lesion_share in an exported model's "
+                                                       "metadata, weights unchanged (how seg-2d-3.3 was made)")
+    m.add_argument("src")
+    m.add_argument("dst")
+    m.add_argument("--share", type=float, required=True)
+    m.add_argument("--version", default=None, help="new pulmo.version metadata")
+    m.set_defaults(func=lambda a: set_minor_lesion_share(Path(a.src), Path(a.dst), a.share, a.version))
     args = ap.parse_args(argv)
     args.func(args)
     return 0

@@ -379,3 +379,62 @@ def test_bad_tta_sizes_metadata(tmp_path, sizes):
     onnx.save(model, tmp_path / "m.onnx")
     with pytest.raises(ModelError, match="metadata"):
         Segmenter(tmp_path / "m.onnx")
+
+
+def test_merge_minor_lesion_class():
+    from pulmo.ct.models.runtime import merge_minor_lesion_class
+
+    sl = np.zeros((2, 20, 20), np.uint8)
+    sl[0, :10] = 1            # 200 px ground glass ...
+    sl[0, 15, :3] = 2         # ... and a 3 px consolidation speck (1.5 %)
+    sl[1, :10] = 2            # 200 px consolidation ...
+    sl[1, 15, :5] = 1         # ... and a 5 px ground-glass speck (2.4 %)
+    out = merge_minor_lesion_class(sl, 0.02)
+    assert out.dtype == np.uint8 and out is not sl
+    assert np.array_equal(out > 0, sl > 0)            # the lesion extent never changes
+    assert set(np.unique(out[0])) == {0, 1}           # the speck became ground glass
+    assert np.array_equal(out[1], sl[1])              # 2.4 % >= 2 %: kept
+    assert np.array_equal(merge_minor_lesion_class(sl, 0.03)[1] > 0, sl[1] > 0)
+    assert set(np.unique(merge_minor_lesion_class(sl, 0.03)[1])) == {0, 2}
+    assert np.array_equal(merge_minor_lesion_class(sl, 0.0), sl)
+    assert np.array_equal(merge_minor_lesion_class(sl[0], 0.02), out[0])   # one (H, W) slice
+    empty = np.zeros((1, 5, 5), np.uint8)
+    assert np.array_equal(merge_minor_lesion_class(empty, 0.02), empty)
+    assert sl[0, 15, 0] == 2                          # the input is not modified
+
+
+def test_minor_lesion_share_metadata():
+    assert load_segmenter(kind="8bit").metadata["minor_lesion_share"] == 0.02
+    assert load_segmenter(kind="hu").metadata["minor_lesion_share"] == 0.0  # volumes: no such rule
+
+
+@pytest.mark.parametrize("share", ["abc", "0.5", "-0.1", "nan"])
+def test_bad_minor_lesion_share_metadata(tmp_path, share):
+    onnx = pytest.importorskip("onnx")
+    model = onnx.load(str(DEFAULT_MODEL_8BIT))
+    for p in model.metadata_props:
+        if p.key == "pulmo.minor_lesion_share":
+            p.value = share
+    onnx.save(model, tmp_path / "m.onnx")
+    with pytest.raises(ModelError, match="minor_lesion_share"):
+        Segmenter(tmp_path / "m.onnx")
+
+
+def test_set_minor_lesion_share_keeps_the_weights(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    from pulmo.train import seg as train_seg
+
+    out = tmp_path / "m.onnx"
+    assert train_seg.main(["set-minor-lesion-share", str(DEFAULT_MODEL_8BIT), str(out), "--share", "0.1",
+                           "--version", "test-9.9"]) == 0
+    s = Segmenter(out)
+    assert s.metadata["minor_lesion_share"] == 0.1 and s.version == "test-9.9"
+    assert onnx.load(str(out)).graph == onnx.load(str(DEFAULT_MODEL_8BIT)).graph
+    with pytest.raises(SystemExit, match="pulmo.tta_sizes"):
+        train_seg.main(["set-minor-lesion-share", str(DEFAULT_MODEL), str(tmp_path / "x.onnx"), "--share", "0.1"])
+    with pytest.raises(SystemExit, match=r"\[0, 0.5\)"):
+        train_seg.main(["set-minor-lesion-share", str(DEFAULT_MODEL_8BIT), str(tmp_path / "x.onnx"), "--share", "2"])
+    (tmp_path / "bad.onnx").write_bytes(b"not onnx")
+    with pytest.raises(SystemExit, match="not a readable ONNX model"):
+        train_seg.main(["set-minor-lesion-share", str(tmp_path / "bad.onnx"), str(tmp_path / "x.onnx"), "--share", "0"])
+    assert not (tmp_path / "x.onnx").exists()
