@@ -294,6 +294,9 @@ def export(args) -> None:
         raise bad_sizes from None
     if any(v % 16 or v < 64 for v in tta_sizes):
         raise bad_sizes
+    minor_share = _share(args.minor_lesion_share) if args.minor_lesion_share else None
+    if minor_share is not None and not tta_sizes:
+        raise SystemExit("--minor-lesion-share applies to the averaged probabilities: give --tta-sizes too")
     fp32 = out / "seg_fp32.onnx"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -325,10 +328,8 @@ def export(args) -> None:
     }
     if tta_sizes:
         meta["pulmo.tta_sizes"] = ",".join(str(v) for v in tta_sizes)
-    if args.minor_lesion_share:
-        if not tta_sizes:
-            raise SystemExit("--minor-lesion-share applies to the averaged probabilities: give --tta-sizes too")
-        meta["pulmo.minor_lesion_share"] = _share(args.minor_lesion_share)
+    if minor_share is not None:
+        meta["pulmo.minor_lesion_share"] = minor_share
     del model.metadata_props[:]
     for k, v in meta.items():
         p = model.metadata_props.add()
@@ -527,6 +528,9 @@ def main(argv=None) -> int:
                    help="comma-separated square network input sizes (multiples of 16) that test-time "
                         "augmentation averages over, e.g. 224,256,288: adds the float head output "
                         "'logits' to the graph and records the sizes in its metadata")
+    e.add_argument("--minor-lesion-share", type=float, default=0.0,
+                   help="on 2D images, relabel a lesion class covering less than this share of an image's "
+                        "lesion pixels as the other class (seg-2d-3.3: 0.02; needs --tta-sizes)")
     e.set_defaults(func=export)
     f = sub.add_parser("float-image-conv", help="return the image convolution of an int8 model to float "
                                                 "(how seg-2d-1.1 was made from seg-2d-1.0)")

@@ -264,6 +264,17 @@ def test_int8_export_with_tta_sizes_has_float_probabilities(tmp_path):
     assert (probs.argmax(axis=1) == lu).mean() > 0.99
     lungs, lesions = s.segment_slices(rng.integers(0, 255, (2, 100, 120)).astype(np.uint8), kind="8bit", tta=True)
     assert lungs.shape == lesions.shape == (2, 100, 120)
+    assert s.metadata["minor_lesion_share"] == 0.0
+    ruled = tmp_path / "ruled.onnx"
+    assert seg.main(["export", "--out", str(out), "--model", str(ruled), "--tta-sizes", "224",
+                     "--minor-lesion-share", "0.02"]) == 0
+    assert Segmenter(ruled, threads=1).metadata["minor_lesion_share"] == 0.02
+    with pytest.raises(SystemExit, match="give --tta-sizes too"):
+        seg.main(["export", "--out", str(out), "--model", str(tmp_path / "bad.onnx"), "--minor-lesion-share", "0.02"])
+    with pytest.raises(SystemExit, match=r"must be in \[0, 0.5\)"):
+        seg.main(["export", "--out", str(out), "--model", str(tmp_path / "bad.onnx"), "--tta-sizes", "224",
+                  "--minor-lesion-share", "0.7"])
+    assert not (tmp_path / "bad.onnx").exists()
 
 
 def test_sampler_refuses_impossible_medseg_share():
