@@ -369,15 +369,18 @@ def test_probability_tta_drops_lesions_outside_the_lung(seg8):
     assert np.array_equal(one_lu, lungs[0]) and np.array_equal(one_le, lesions[0])
 
 
-@pytest.mark.parametrize("sizes", ["abc", "8,256", "256,99999"])
-def test_bad_tta_sizes_metadata(tmp_path, sizes):
+@pytest.mark.parametrize("key, value, match", [
+    ("pulmo.tta_sizes", "abc", "metadata"), ("pulmo.tta_sizes", "8,256", "metadata"),
+    ("pulmo.tta_sizes", "256,99999", "metadata"),
+    *[("pulmo.minor_lesion_share", v, "minor_lesion_share") for v in ("abc", "0.5", "-0.1", "nan")]])
+def test_bad_metadata_values(tmp_path, key, value, match):
     onnx = pytest.importorskip("onnx")
     model = onnx.load(str(DEFAULT_MODEL_8BIT))
     for p in model.metadata_props:
-        if p.key == "pulmo.tta_sizes":
-            p.value = sizes
+        if p.key == key:
+            p.value = value
     onnx.save(model, tmp_path / "m.onnx")
-    with pytest.raises(ModelError, match="metadata"):
+    with pytest.raises(ModelError, match=match):
         Segmenter(tmp_path / "m.onnx")
 
 
@@ -406,18 +409,6 @@ def test_merge_minor_lesion_class():
 def test_minor_lesion_share_metadata():
     assert load_segmenter(kind="8bit").metadata["minor_lesion_share"] == 0.02
     assert load_segmenter(kind="hu").metadata["minor_lesion_share"] == 0.0  # volumes: no such rule
-
-
-@pytest.mark.parametrize("share", ["abc", "0.5", "-0.1", "nan"])
-def test_bad_minor_lesion_share_metadata(tmp_path, share):
-    onnx = pytest.importorskip("onnx")
-    model = onnx.load(str(DEFAULT_MODEL_8BIT))
-    for p in model.metadata_props:
-        if p.key == "pulmo.minor_lesion_share":
-            p.value = share
-    onnx.save(model, tmp_path / "m.onnx")
-    with pytest.raises(ModelError, match="minor_lesion_share"):
-        Segmenter(tmp_path / "m.onnx")
 
 
 def test_set_minor_lesion_share_keeps_the_weights(tmp_path):
