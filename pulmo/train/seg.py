@@ -367,8 +367,13 @@ def set_minor_lesion_share(src: Path, dst: Path, share: float, version: str | No
             props[key].key = key
         props[key].value = v
     tmp = Path(dst).with_name(Path(dst).name + ".tmp")
-    onnx.save(model, str(tmp))
-    tmp.replace(dst)  # never a half-written model
+    try:
+        onnx.save(model, str(tmp))
+        tmp.replace(dst)  # never a half-written model
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise SystemExit(f"{dst}: cannot write ({exc.strerror or exc})") from None
+    print(f"wrote {dst} (pulmo.minor_lesion_share {value}{', version ' + version if version else ''})")
 
 
 def quantize(fp32: Path, out: Path, cache: Path, fp32_nodes=None) -> Path:

@@ -429,3 +429,6 @@ def test_set_minor_lesion_share_keeps_the_weights(tmp_path):
     with pytest.raises(SystemExit, match="not a readable ONNX model"):
         train_seg.main(["set-minor-lesion-share", str(tmp_path / "bad.onnx"), str(tmp_path / "x.onnx"), "--share", "0"])
     assert not (tmp_path / "x.onnx").exists()
+    with pytest.raises(SystemExit, match="cannot write"):
+        train_seg.main(["set-minor-lesion-share", str(DEFAULT_MODEL_8BIT), str(tmp_path / "no" / "x.onnx"),
+                        "--share", "0.02"])
