@@ -3,6 +3,7 @@
     python -m pulmo.train.seg train  --out build/seg/run1 [--arch seg-2d-3] [--iters 5000] [--seed 0]
     python -m pulmo.train.seg export --out build/seg/run1 --int8 [--model pulmo/ct/models/seg_8bit.onnx]
     python -m pulmo.train.seg float-image-conv OLD.onnx NEW.onnx [--version V]
+    python -m pulmo.train.seg pseudo-labels --model TEACHER.onnx --out PSEUDO.npz
     python -m pulmo.train.seg_eval   --model pulmo/ct/models/seg_8bit.onnx
 
 ``train`` writes ``checkpoint.pt`` (model, optimiser, RNG state, iteration) every
@@ -50,8 +51,9 @@ def build_cache(root: Path, cache: Path) -> dict:
 
 
 class Sampler:
-    """Draws mixed batches: MedSeg (full 3-class lesions), PNG (binary lesions, L/R lungs),
-    LIDC HU slices with simulated lesions (or none) in a randomised lung window."""
+    """Draws mixed batches: MedSeg (full 3-class lesions), PNG (binary lesions, L/R lungs;
+    3-class pseudo labels instead when ``data`` holds ``png_le3``), LIDC HU slices with simulated
+    lesions (or none) in a randomised lung window."""
 
     def __init__(self, data: dict, rng: np.random.Generator, p_ms=0.35, p_png=0.45):
         self.d, self.rng = data, rng
@@ -72,6 +74,8 @@ class Sampler:
             return d["ms_im"][i] / 255.0, lungs, lab, D.LUNG_POSITIVE_ONLY, D.LES_FULL
         if src == 1:
             i = rng.integers(len(d["png_im"]))
+            if "png_le3" in d:  # pseudo-labelled GGO/consolidation split inside the true infection mask
+                return d["png_im"][i] / 255.0, d["png_lu"][i], d["png_le3"][i], D.LUNG_LR, D.LES_PSEUDO
             return d["png_im"][i] / 255.0, d["png_lu"][i], d["png_le"][i], D.LUNG_LR, D.LES_BINARY
         i = rng.integers(len(d["hu"]))
         hu, lungs = d["hu"][i], d["hu_lu"][i]
@@ -182,7 +186,7 @@ def losses(torch, F, lung_logits, les_logits, lu, le, lm, em, les_weights=(1.0, 
         t = (lu[sel] > 0).float()
         if t.sum() > 0:
             total = total + 0.5 * (-(torch.log(p) * t).sum() / t.sum())
-    sel = em == D.LES_FULL
+    sel = (em == D.LES_FULL) | (em == D.LES_PSEUDO)
     if sel.any():
         w = torch.tensor([float(v) for v in les_weights])
         ce = F.cross_entropy(les_logits[sel], le[sel], weight=w)
@@ -214,6 +218,8 @@ def train(args) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     data = build_cache(Path(args.data), Path(args.cache))
+    if args.png_pseudo:
+        data["png_le3"] = load_png_pseudo(Path(args.png_pseudo), data["png_le"])
     torch.manual_seed(args.seed)
     net = SegNet.from_arch(args.arch)
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
@@ -243,7 +249,7 @@ def train(args) -> None:
         x, lu, le, lm, em = sampler.batch(args.batch)
         keep = None
         if args.p_clean > 0 and it >= args.p_clean_from:  # 8-bit slices (MedSeg, PNG; not the windowed HU ones) keep their grey levels
-            eight_bit = torch.from_numpy((lm == D.LUNG_POSITIVE_ONLY) | (em == D.LES_BINARY))
+            eight_bit = torch.from_numpy((lm == D.LUNG_POSITIVE_ONLY) | (em == D.LES_BINARY) | (em == D.LES_PSEUDO))
             keep = eight_bit & (torch.rand(len(lm), generator=gen) < args.p_clean)
         x, lu, le, lm = augment(torch, F, torch.from_numpy(x), torch.from_numpy(lu), torch.from_numpy(le),
                                 torch.from_numpy(lm), gen, keep_intensity=keep)
@@ -266,6 +272,44 @@ def train(args) -> None:
             tmp.replace(ck)
     torch.save({"arch": args.arch, "model": net.state_dict()}, out / "final.pt")
     print(f"done: {args.iters} iterations, {time.time() - t0:.0f} s this session", flush=True)
+
+
+# ----------------------------------------------------------------------------- pseudo labels
+
+def load_png_pseudo(path: Path, png_le: np.ndarray) -> np.ndarray:
+    """The ``le3`` array of ``path``, checked against the cache's PNG infection masks."""
+    if not path.is_file():
+        raise SystemExit(f"--png-pseudo {path}: no such file (make it with the pseudo-labels command)")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            le3 = z["le3"]
+    except Exception as exc:  # noqa: BLE001 -- any unreadable file gets the same message
+        raise SystemExit(f"--png-pseudo {path}: not a pseudo-labels .npz ({type(exc).__name__}: {exc})") from None
+    if le3.shape != png_le.shape or le3.dtype != np.uint8:
+        raise SystemExit(f"--png-pseudo {path}: labels of shape {le3.shape} ({le3.dtype}) do not fit the cache's "
+                         f"PNG slices {png_le.shape} (uint8): made from another cache?")
+    if le3.max(initial=0) > 2 or not np.array_equal(le3 > 0, png_le > 0):
+        raise SystemExit(f"--png-pseudo {path}: its lesion extent differs from the cache's infection masks "
+                         "(labels must be 0 outside them and 1/2 inside)")
+    return le3
+
+
+def pseudo_labels_command(args) -> None:
+    from pulmo.ct.models import Segmenter
+    from pulmo.train.seg_pseudo import split_infection
+
+    data = build_cache(Path(args.data), Path(args.cache))
+    teacher = Segmenter(args.model, threads=args.threads)
+    t0 = time.time()
+    le3 = split_infection(teacher, data["png_im"], data["png_le"])
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp.npz")
+    np.savez_compressed(tmp, le3=le3, teacher=np.array(teacher.version))
+    tmp.replace(out)
+    share = (le3 == 2).sum() / max(1, (le3 > 0).sum())
+    print(f"wrote {out}: {len(le3)} slices, consolidation {share:.1%} of the infection pixels, "
+          f"teacher {teacher.version}, {time.time() - t0:.0f} s")
 
 
 # ----------------------------------------------------------------------------- export
@@ -521,7 +565,18 @@ def main(argv=None) -> int:
                    help="iteration from which --p-clean applies (earlier iterations: full augmentation)")
     t.add_argument("--ggo-weight", type=float, default=2.0, help="cross-entropy weight of ground glass")
     t.add_argument("--cons-weight", type=float, default=2.0, help="cross-entropy weight of consolidation")
+    t.add_argument("--png-pseudo", default=None,
+                   help="an .npz from the pseudo-labels command: supervise the PNG slices with its 3-class "
+                        "labels (true infection extent, a teacher's GGO/consolidation split)")
     t.set_defaults(func=train)
+    pl = sub.add_parser("pseudo-labels", help="split the PNG training slices' true infection masks into "
+                                               "GGO/consolidation with a teacher network (for train --png-pseudo)")
+    pl.add_argument("--model", required=True, help="teacher: an exported ONNX file with tta_sizes")
+    pl.add_argument("--cache", default=str(REPO / "build" / "seg" / "cache.npz"))
+    pl.add_argument("--data", default=str(D.default_data_root()))
+    pl.add_argument("--out", required=True, help=".npz file to write")
+    pl.add_argument("--threads", type=int, default=2)
+    pl.set_defaults(func=pseudo_labels_command)
     e = sub.add_parser("export")
     e.add_argument("--out", default=str(REPO / "build" / "seg" / "run1"))
     e.add_argument("--cache", default=str(REPO / "build" / "seg" / "cache.npz"))
@@ -535,7 +590,7 @@ def main(argv=None) -> int:
                         "'logits' to the graph and records the sizes in its metadata")
     e.add_argument("--minor-lesion-share", type=float, default=0.0,
                    help="on 2D images, relabel a lesion class covering less than this share of an image's "
-                        "lesion pixels as the other class (seg-2d-3.3: 0.02; needs --tta-sizes)")
+                        "lesion pixels as the other class (seg-2d-3.3 and 3.4: 0.02; needs --tta-sizes)")
     e.set_defaults(func=export)
     f = sub.add_parser("float-image-conv", help="return the image convolution of an int8 model to float "
                                                 "(how seg-2d-1.1 was made from seg-2d-1.0)")

@@ -34,8 +34,10 @@ MEDSEG_N_TEST = 10
 
 # lung-label supervision modes
 LUNG_NONE, LUNG_LR, LUNG_BINARY, LUNG_POSITIVE_ONLY = 0, 1, 2, 3
-# lesion-label supervision modes
-LES_FULL, LES_BINARY = 0, 1
+# lesion-label supervision modes: full 3-class labels (MedSeg, simulated), binary infection masks
+# (COVID-19-CT-Seg PNG), and PNG slices whose true infection mask is split into GGO/consolidation
+# by a teacher network (``train --png-pseudo``): 3-class loss, but an 8-bit source for ``--p-clean``
+LES_FULL, LES_BINARY, LES_PSEUDO = 0, 1, 2
 
 
 def default_data_root() -> Path:

@@ -63,6 +63,19 @@ def test_default_model_by_kind():
         default_model("rgb")
 
 
+def test_segmenter_cache_keeps_the_two_most_recently_used(tmp_path):
+    import shutil
+
+    other = tmp_path / "other.onnx"
+    shutil.copy(DEFAULT_MODEL, other)
+    first = load_segmenter(other)
+    hu = load_segmenter(kind="hu")  # cache: other, hu
+    assert load_segmenter(other) is first  # used again: hu is now the least recently used
+    eight = load_segmenter(kind="8bit")  # evicts hu, not other
+    assert load_segmenter(other) is first and load_segmenter(kind="8bit") is eight
+    assert load_segmenter(kind="hu") is not hu  # reloaded
+
+
 def test_metadata(seg):
     meta = seg.metadata
     assert meta["input_size"] == [256, 256]

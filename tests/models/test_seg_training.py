@@ -296,3 +296,96 @@ def test_sampler_png_share_sets_the_batch_mix():
         Sampler(data, np.random.default_rng(0), p_ms=0.8, p_png=0.25)
     with pytest.raises(SystemExit, match="--p-png must lie in 0..1"):
         Sampler(data, np.random.default_rng(0), p_ms=0.1, p_png=1.5)
+
+
+@needs_torch
+def test_pseudo_labelled_png_slices_take_the_three_class_loss():
+    """LES_PSEUDO slices are scored like full labels: swapping GGO and consolidation costs loss
+    (it is free for binary slices, see test_losses_finite_and_marginal)."""
+    import torch.nn.functional as F
+
+    from pulmo.train.seg import losses
+
+    torch.manual_seed(0)
+    n = 2
+    lung_logits, les_logits = torch.randn(n, 3, 16, 16), torch.randn(n, 3, 16, 16)
+    lu = torch.randint(0, 3, (n, 16, 16))
+    le = torch.randint(0, 3, (n, 16, 16))
+    lm = torch.full((n,), D.LUNG_LR)
+    pseudo = torch.full((n,), D.LES_PSEUDO)
+    a, _ = losses(torch, F, lung_logits, les_logits, lu, le, lm, pseudo)
+    full, _ = losses(torch, F, lung_logits, les_logits, lu, le, lm, torch.full((n,), D.LES_FULL))
+    swapped, _ = losses(torch, F, lung_logits, les_logits[:, [0, 2, 1]], lu, le, lm, pseudo)
+    assert torch.allclose(a, full) and not torch.allclose(a, swapped)
+
+
+def test_sampler_uses_pseudo_labels_for_png_slices():
+    from pulmo.train.seg import Sampler
+
+    le = np.zeros((1, 8, 8), np.uint8)
+    le[0, 2:5, 2:5] = 1
+    le3 = le * 2
+    data = {"ms_im": np.zeros((1, 8, 8), np.uint8), "png_im": np.zeros((1, 8, 8), np.uint8),
+            "png_lu": np.ones((1, 8, 8), np.uint8), "png_le": le}
+    x, lu, les, lm, em = Sampler(data, np.random.default_rng(0), p_ms=0, p_png=1).batch(3)
+    assert (em == D.LES_BINARY).all() and les.max() == 1
+    x, lu, les, lm, em = Sampler({**data, "png_le3": le3}, np.random.default_rng(0), p_ms=0, p_png=1).batch(3)
+    assert (em == D.LES_PSEUDO).all() and les.max() == 2
+
+
+def test_png_pseudo_file_is_checked_against_the_cache(tmp_path):
+    from pulmo.train.seg import load_png_pseudo
+
+    png_le = np.zeros((3, 8, 8), np.uint8)
+    png_le[:, 2:6, 2:6] = 1
+    good = png_le.copy()
+    good[:, 2:4, 2:6] = 2
+    np.savez(tmp_path / "ok.npz", le3=good)
+    assert np.array_equal(load_png_pseudo(tmp_path / "ok.npz", png_le), good)
+    with pytest.raises(SystemExit, match="no such file"):
+        load_png_pseudo(tmp_path / "missing.npz", png_le)
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(SystemExit, match="not a pseudo-labels .npz"):
+        load_png_pseudo(tmp_path / "junk.npz", png_le)
+    np.savez(tmp_path / "short.npz", le3=good[:2])
+    with pytest.raises(SystemExit, match="do not fit the cache"):
+        load_png_pseudo(tmp_path / "short.npz", png_le)
+    wrong = good.copy()
+    wrong[0, 0, 0] = 1  # a lesion pixel outside the reference infection mask
+    np.savez(tmp_path / "wrong.npz", le3=wrong)
+    with pytest.raises(SystemExit, match="lesion extent differs"):
+        load_png_pseudo(tmp_path / "wrong.npz", png_le)
+
+
+def test_split_infection_keeps_the_reference_extent(tmp_path):
+    """Labels 1/2 exactly on the infection mask, 0 elsewhere, and inside the mask the class the
+    runtime's own test-time augmentation gives wherever it finds a lesion (the shipped 8-bit
+    network as teacher, without its minor-class rule)."""
+    pytest.importorskip("onnx")
+    from pulmo.ct.models import Segmenter
+    from pulmo.ct.models.runtime import default_model
+    from pulmo.train.seg import set_minor_lesion_share
+    from pulmo.train.seg_pseudo import split_infection
+
+    ms = D.default_data_root() / "seg2d" / "medseg-train"
+    if not ms.is_dir():
+        pytest.skip("shared test data not available: ../shared/data/seg2d/medseg-train")
+    from PIL import Image
+
+    from pulmo.ct.models.images import read_gray_image
+
+    set_minor_lesion_share(default_model("8bit"), tmp_path / "no_rule.onnx", 0.0)
+    teacher = Segmenter(tmp_path / "no_rule.onnx", threads=1)
+    img = read_gray_image(ms / "images" / "1.jpg")[None]  # a training slice with GGO and consolidation
+    inf = (np.asarray(Image.open(ms / "labels" / "1.png")) > 0)[None].astype(np.uint8)
+    out = split_infection(teacher, img, inf)
+    assert out.dtype == np.uint8 and out.shape == img.shape
+    assert ((out > 0) == (inf > 0)).all() and set(np.unique(out[inf > 0])) <= {1, 2}
+    _, runtime = teacher.segment_slices(img, kind="8bit", tta=True)
+    both = (runtime > 0) & (inf > 0)
+    assert both.sum() > 1000 and set(np.unique(runtime[both])) == {1, 2}
+    assert np.array_equal(out[both], runtime[both])
+    with pytest.raises(ValueError, match="must both be"):
+        split_infection(teacher, img, inf[:, :10])
+    with pytest.raises(ValueError, match="no tta_sizes"):
+        split_infection(Segmenter(default_model("hu"), threads=1), img, inf)

@@ -402,10 +402,10 @@ def load_segmenter(path: str | os.PathLike | None = None, threads: int | None = 
     Pulmo lung + lesion model."""
     p = Path(path).resolve() if path is not None else default_model(kind)
     key = (str(p), threads, p.stat().st_mtime_ns if p.is_file() else None)
-    seg = _CACHE.get(key)
+    seg = _CACHE.pop(key, None)
     if seg is None:
         seg = Segmenter(p, threads=threads)
-        while len(_CACHE) >= 2:
+        while len(_CACHE) >= 2:  # least recently used first
             _CACHE.pop(next(iter(_CACHE)))
-        _CACHE[key] = seg
+    _CACHE[key] = seg  # (re)inserted last: the most recently used
     return seg
