@@ -298,8 +298,15 @@ def pseudo_labels_command(args) -> None:
     from pulmo.ct.models import Segmenter
     from pulmo.train.seg_pseudo import split_infection
 
+    from pulmo.errors import ModelError
+
+    try:
+        teacher = Segmenter(args.model, threads=args.threads)
+    except ModelError as exc:
+        raise SystemExit(f"--model: {exc}") from None
+    if not teacher.info.tta_sizes:
+        raise SystemExit(f"--model {args.model}: no tta_sizes in its metadata (export the teacher with --tta-sizes)")
     data = build_cache(Path(args.data), Path(args.cache))
-    teacher = Segmenter(args.model, threads=args.threads)
     t0 = time.time()
     le3 = split_infection(teacher, data["png_im"], data["png_le"])
     out = Path(args.out)

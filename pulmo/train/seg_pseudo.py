@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pulmo.ct.models.runtime import LOGITS_OUTPUT, Segmenter, _resize_counts, class_probabilities
+from pulmo.ct.models.runtime import Segmenter
 
 
 def split_infection(teacher: Segmenter, images: np.ndarray, infection: np.ndarray,
@@ -25,20 +25,10 @@ def split_infection(teacher: Segmenter, images: np.ndarray, infection: np.ndarra
     infection = np.asarray(infection) > 0
     if images.ndim != 3 or images.shape != infection.shape:
         raise ValueError(f"images {images.shape} and infection masks {infection.shape} must both be (n, H, W)")
-    sizes = teacher.info.tta_sizes
-    if not sizes:
+    if not teacher.info.tta_sizes:
         raise ValueError(f"{teacher.path.name} has no tta_sizes in its metadata: export the teacher with --tta-sizes")
-    n, H, W = images.shape
-    out = np.zeros((n, H, W), np.uint8)
-    for s in range(0, n, batch):
-        chunk = images[s:s + batch].astype(np.float32)
-        m = len(chunk)
-        acc = np.zeros((m, 3, H, W), np.float32)
-        for size in sizes:
-            x = teacher._prepare(chunk, "8bit", (size, size))
-            views = np.ascontiguousarray(np.concatenate([x, x[..., ::-1], x[..., ::-1, :], x[..., ::-1, ::-1]]))
-            pe = class_probabilities(teacher._run(views, (LOGITS_OUTPUT,))[0])[1]
-            mean = pe[:m] + pe[m:2 * m, :, :, ::-1] + pe[2 * m:3 * m, :, ::-1] + pe[3 * m:, :, ::-1, ::-1]
-            acc += _resize_counts(np.ascontiguousarray(mean, np.float32), (H, W))
-        out[s:s + m] = np.where(infection[s:s + m], np.where(acc[:, 2] > acc[:, 1], 2, 1), 0)
+    out = np.zeros(images.shape, np.uint8)
+    for s in range(0, len(images), batch):
+        lesions = teacher.tta_probability_sums(images[s:s + batch].astype(np.float32), "8bit")[1]
+        out[s:s + batch] = np.where(infection[s:s + batch], np.where(lesions[:, 2] > lesions[:, 1], 2, 1), 0)
     return out

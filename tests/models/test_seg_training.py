@@ -389,3 +389,20 @@ def test_split_infection_keeps_the_reference_extent(tmp_path):
         split_infection(teacher, img, inf[:, :10])
     with pytest.raises(ValueError, match="no tta_sizes"):
         split_infection(Segmenter(default_model("hu"), threads=1), img, inf)
+
+
+def test_pseudo_labels_command_refuses_a_bad_teacher(tmp_path):
+    """Checked before the data cache is read: a missing or corrupt file, or one without tta_sizes."""
+    from pulmo.ct.models.runtime import default_model
+    from pulmo.train import seg
+
+    out = tmp_path / "pseudo.npz"
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"not onnx")
+    cases = [(tmp_path / "missing.onnx", "not found"), (junk, "not a loadable ONNX model"),
+             (default_model("hu"), "no tta_sizes")]
+    for model, msg in cases:
+        with pytest.raises(SystemExit, match=msg):
+            seg.main(["pseudo-labels", "--model", str(model), "--out", str(out),
+                      "--cache", str(tmp_path / "no-cache.npz"), "--data", str(tmp_path / "no-data")])
+    assert not out.exists()

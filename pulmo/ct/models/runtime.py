@@ -224,15 +224,7 @@ class Segmenter:
         """Labels of ``chunk`` (n, H, W) from the class probabilities averaged over 4 flips x
         ``tta_sizes``, each resized bilinearly to (H, W); lesions kept within the lung margin."""
         n, H, W = chunk.shape
-        acc = [np.zeros((n, 3, H, W), np.float32), np.zeros((n, 3, H, W), np.float32)]
-        swap = [0, 2, 1]  # lung labels 1/2 swap under horizontal flips
-        for size in self.info.tta_sizes:
-            x = self._prepare(chunk, kind, (size, size))
-            views = np.concatenate([x, x[..., ::-1], x[..., ::-1, :], x[..., ::-1, ::-1]])
-            for k, p in enumerate(class_probabilities(self._run(np.ascontiguousarray(views), (LOGITS_OUTPUT,))[0])):
-                ch = swap if k == 0 else [0, 1, 2]
-                mean = p[:n] + p[n:2 * n, ch, :, ::-1] + p[2 * n:3 * n, :, ::-1] + p[3 * n:, ch, ::-1, ::-1]
-                acc[k] += _resize_counts(np.ascontiguousarray(mean, dtype=np.float32), (H, W))
+        acc = self.tta_probability_sums(chunk, kind)
         lungs = acc[0].argmax(axis=1).astype(np.uint8)
         lesions = acc[1].argmax(axis=1).astype(np.uint8)
         from scipy import ndimage
@@ -244,6 +236,25 @@ class Segmenter:
         if self.info.minor_lesion_share > 0:
             lesions = merge_minor_lesion_class(lesions, self.info.minor_lesion_share)
         return lungs, lesions
+
+    def tta_probability_sums(self, chunk: np.ndarray, kind: str = "8bit") -> list[np.ndarray]:
+        """Class probabilities of ``chunk`` (n, H, W) -- 8-bit grey levels or HU as for
+        :meth:`segment_slices` -- summed over the 4 flips x ``tta_sizes`` views, each resized
+        bilinearly to (H, W): ``[lungs, lesions]``, float32 ``(n, 3, H, W)`` each (divide by
+        ``4 * len(tta_sizes)`` for the mean). Needs a network with ``tta_sizes``."""
+        if not self.info.tta_sizes:
+            raise ModelError(f"{self.path.name} has no tta_sizes in its metadata (no probability output)")
+        n, H, W = chunk.shape
+        acc = [np.zeros((n, 3, H, W), np.float32), np.zeros((n, 3, H, W), np.float32)]
+        swap = [0, 2, 1]  # lung labels 1/2 swap under horizontal flips
+        for size in self.info.tta_sizes:
+            x = self._prepare(chunk, kind, (size, size))
+            views = np.concatenate([x, x[..., ::-1], x[..., ::-1, :], x[..., ::-1, ::-1]])
+            for k, p in enumerate(class_probabilities(self._run(np.ascontiguousarray(views), (LOGITS_OUTPUT,))[0])):
+                ch = swap if k == 0 else [0, 1, 2]
+                mean = p[:n] + p[n:2 * n, ch, :, ::-1] + p[2 * n:3 * n, :, ::-1] + p[3 * n:, ch, ::-1, ::-1]
+                acc[k] += _resize_counts(np.ascontiguousarray(mean, dtype=np.float32), (H, W))
+        return acc
 
     def _check(self, images, kind, spacing) -> np.ndarray:
         if kind not in KINDS:
