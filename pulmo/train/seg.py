@@ -38,6 +38,11 @@ def build_cache(root: Path, cache: Path) -> dict:
     if cache.is_file():
         with np.load(cache, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
+    missing = [d for d in ("seg2d/covid19-ct-seg-png/ct", "seg2d/medseg-train/images", "ct/lidc-idri-0001")
+               if not (root / d).is_dir() or not any((root / d).iterdir())]
+    if missing:
+        raise SystemExit(f"--data {root}: no training data at {', '.join(missing)} (and no cache at {cache}); "
+                         "see docs/models.md")
     names, idx, im, lu, le = D.load_png_set(root)
     train = idx < D.PNG_TEST_START - D.PNG_GAP
     ms_train, _ = D.medseg_names(root)
@@ -296,9 +301,8 @@ def load_png_pseudo(path: Path, png_le: np.ndarray) -> np.ndarray:
 
 def pseudo_labels_command(args) -> None:
     from pulmo.ct.models import Segmenter
-    from pulmo.train.seg_pseudo import split_infection
-
     from pulmo.errors import ModelError
+    from pulmo.train.seg_pseudo import split_infection
 
     try:
         teacher = Segmenter(args.model, threads=args.threads)
@@ -310,10 +314,15 @@ def pseudo_labels_command(args) -> None:
     t0 = time.time()
     le3 = split_infection(teacher, data["png_im"], data["png_le"])
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp.npz")
-    np.savez_compressed(tmp, le3=le3, teacher=np.array(teacher.version))
-    tmp.replace(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(tmp, le3=le3, teacher=np.array(teacher.version))
+        tmp.replace(out)
+    except OSError as exc:
+        if tmp.is_file():
+            tmp.unlink()
+        raise SystemExit(f"--out {out}: cannot write ({exc.strerror or exc})") from None
     share = (le3 == 2).sum() / max(1, (le3 > 0).sum())
     print(f"wrote {out}: {len(le3)} slices, consolidation {share:.1%} of the infection pixels, "
           f"teacher {teacher.version}, {time.time() - t0:.0f} s")

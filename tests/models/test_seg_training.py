@@ -405,4 +405,30 @@ def test_pseudo_labels_command_refuses_a_bad_teacher(tmp_path):
         with pytest.raises(SystemExit, match=msg):
             seg.main(["pseudo-labels", "--model", str(model), "--out", str(out),
                       "--cache", str(tmp_path / "no-cache.npz"), "--data", str(tmp_path / "no-data")])
+    # a good teacher, but neither a cache nor the training data
+    with pytest.raises(SystemExit, match="no training data at seg2d/covid19-ct-seg-png/ct"):
+        seg.main(["pseudo-labels", "--model", str(default_model("8bit")), "--out", str(out),
+                  "--cache", str(tmp_path / "no-cache.npz"), "--data", str(tmp_path / "no-data")])
     assert not out.exists()
+
+
+def test_pseudo_labels_command_on_a_small_cache(tmp_path):
+    """End to end on a 2-slice cache: labels 1/2 exactly on the infection masks, usable by
+    ``train --png-pseudo``; an unwritable --out is refused with nothing left behind."""
+    from pulmo.ct.models.runtime import default_model
+    from pulmo.train import seg
+
+    rng = np.random.default_rng(0)
+    le = np.zeros((2, 256, 256), np.uint8)
+    le[:, 90:140, 60:110] = 1
+    cache = tmp_path / "cache.npz"
+    np.savez(cache, png_im=rng.integers(0, 255, (2, 256, 256), dtype=np.uint8), png_le=le)
+    out = tmp_path / "pseudo.npz"
+    argv = ["pseudo-labels", "--model", str(default_model("8bit")), "--cache", str(cache), "--threads", "1"]
+    assert seg.main(argv + ["--out", str(out)]) == 0
+    le3 = seg.load_png_pseudo(out, le)
+    assert ((le3 > 0) == (le > 0)).all()
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(SystemExit, match="cannot write"):
+        seg.main(argv + ["--out", str(tmp_path / "a_file" / "pseudo.npz")])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "cache.npz", "pseudo.npz"]
