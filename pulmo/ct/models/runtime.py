@@ -223,7 +223,7 @@ class Segmenter:
     def _tta_probabilities(self, chunk: np.ndarray, kind: str):
         """Labels of ``chunk`` (n, H, W) from the class probabilities averaged over 4 flips x
         ``tta_sizes``, each resized bilinearly to (H, W); lesions kept within the lung margin."""
-        n, H, W = chunk.shape
+        _, H, W = chunk.shape
         acc = self.tta_probability_sums(chunk, kind)
         lungs = acc[0].argmax(axis=1).astype(np.uint8)
         lesions = acc[1].argmax(axis=1).astype(np.uint8)
