@@ -4,6 +4,7 @@
     python -m pulmo.train.seg export --out build/seg/run1 --int8 [--model pulmo/ct/models/seg_8bit.onnx]
     python -m pulmo.train.seg float-image-conv OLD.onnx NEW.onnx [--version V]
     python -m pulmo.train.seg pseudo-labels --model TEACHER.onnx --out PSEUDO.npz
+    python -m pulmo.train.seg train  --out build/seg/ft --init-onnx pulmo/ct/models/seg_8bit.onnx ...
     python -m pulmo.train.seg_eval   --model pulmo/ct/models/seg_8bit.onnx
 
 ``train`` writes ``checkpoint.pt`` (model, optimiser, RNG state, iteration) every
@@ -221,17 +222,22 @@ def train(args) -> None:
     except RuntimeError:  # already set in this process (a second call from the same interpreter)
         pass
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    ck = out / "checkpoint.pt"
+    torch.manual_seed(args.seed)
+    net = SegNet.from_arch(args.arch)
+    init = None
+    if args.init_onnx and not ck.is_file():  # checked before the data are read
+        from pulmo.train.seg_init import calibration_images, init_from_onnx, onnx_conv_weights
+
+        init = onnx_conv_weights(Path(args.init_onnx))
+        init_from_onnx(net, init, np.zeros((1, D.SIZE, D.SIZE), np.float32), source=args.init_onnx)
     data = build_cache(Path(args.data), Path(args.cache))
     if args.png_pseudo:
         data["png_le3"] = load_png_pseudo(Path(args.png_pseudo), data["png_le"])
-    torch.manual_seed(args.seed)
-    net = SegNet.from_arch(args.arch)
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
     rng = np.random.default_rng(args.seed)
     gen = torch.Generator().manual_seed(args.seed)
     start = 0
-    ck = out / "checkpoint.pt"
     if ck.is_file():
         state = torch.load(ck, weights_only=False)
         if state.get("arch", "seg-2d-1") != args.arch:
@@ -243,7 +249,11 @@ def train(args) -> None:
         gen.set_state(state["torch_gen"])
         start = state["iter"]
         print(f"resumed from {ck} at iteration {start}", flush=True)
+    elif init is not None:
+        n = init_from_onnx(net, init, calibration_images(data), source=args.init_onnx)
+        print(f"initialised {n} convolutions from {args.init_onnx}", flush=True)
     sampler = Sampler(data, rng, p_ms=args.p_medseg, p_png=args.p_png)
+    out.mkdir(parents=True, exist_ok=True)
     log = open(out / "train.log", "a")
     t0 = time.time()
     net.train()
@@ -584,6 +594,10 @@ def main(argv=None) -> int:
     t.add_argument("--png-pseudo", default=None,
                    help="an .npz from the pseudo-labels command: supervise the PNG slices with its 3-class "
                         "labels (true infection extent, a teacher's GGO/consolidation split)")
+    t.add_argument("--init-onnx", default=None,
+                   help="start from the weights of an exported ONNX file of the same --arch (fp32 or int8, "
+                        "e.g. pulmo/ct/models/seg_8bit.onnx) instead of a random network: fine-tuning; "
+                        "ignored when --out already holds a checkpoint (the run resumes)")
     t.set_defaults(func=train)
     pl = sub.add_parser("pseudo-labels", help="split the PNG training slices' true infection masks into "
                                                "GGO/consolidation with a teacher network (for train --png-pseudo)")

@@ -1,6 +1,7 @@
 """Held-out evaluation of the segmentation model (used for the model cards).
 
     python -m pulmo.train.seg_eval [--model FILE.onnx] [--work build/seg/eval]
+    python -m pulmo.train.seg_eval --work build/seg/eval-new --compare build/seg/eval   # paired
 
 1. 2D held-out sets, scored through the same code as ``pulmo ct evaluate``:
    the PNG slices ``PNG_TEST_START``..1613 (lung Dice, lesion-union Dice) and the 10
@@ -47,6 +48,17 @@ def heldout_dirs(root: Path, work: Path) -> dict:
     return {"png": work / "png", "medseg": work / "medseg"}
 
 
+def medseg_train_dir(root: Path, work: Path) -> Path:
+    """The 40 MedSeg *training* slices laid out like :func:`heldout_dirs` (a fit diagnostic: the
+    networks saw them; the minor-class rule was chosen on them)."""
+    ms = root / "seg2d" / "medseg-train"
+    train, _ = D.medseg_names(root)
+    for n in train:
+        _link(ms / "images" / f"{n}.jpg", work / "medseg_train" / "images" / f"{n}.jpg")
+        _link(ms / "labels" / f"{n}.png", work / "medseg_train" / "gt" / "labels" / f"{n}.png")
+    return work / "medseg_train"
+
+
 def read_series(folder: Path):
     files = sorted(folder.glob("*.dcm"))
     items = sorted((D.read_dicom_hu(f) for f in files), key=lambda t: t[1])
@@ -66,6 +78,34 @@ def overlay(hu: np.ndarray, lungs: np.ndarray, lesions: np.ndarray) -> np.ndarra
     return (rgb * 255).astype(np.uint8)
 
 
+def paired_differences(work: Path, baseline: Path) -> dict:
+    """Per-image Dice of ``work`` minus ``baseline`` (two ``--work`` folders of this command), per
+    held-out set and class: the mean difference with its 95 % bootstrap interval over the images
+    scored in both (:func:`pulmo.stats.segmentation.mean_ci`), and how many images that is."""
+    from pulmo.stats.segmentation import mean_ci
+
+    out = {}
+    for key in ("medseg", "png", "medseg_train"):
+        files = [w / f"{key}_per_image.json" for w in (work, baseline)]
+        if key == "medseg_train" and not all(f.is_file() for f in files):
+            continue  # only when both were run with --train-slices
+        if not all(f.is_file() for f in files):
+            raise SystemExit(f"--compare: {' or '.join(str(f) for f in files if not f.is_file())} missing "
+                             "(run this command with --work on both folders first)")
+        a, b = ({r["name"]: r for r in json.loads(f.read_text())} for f in files)
+        if set(a) != set(b):
+            raise SystemExit(f"--compare: {files[0]} and {files[1]} score different images")
+        out[key] = {}
+        for c in ("ggo", "consolidation", "lesion", "lung"):
+            # scored in both: None or NaN where the class is in neither truth nor prediction
+            d = [a[n][c] - b[n][c] for n in sorted(a)
+                 if a[n][c] is not None and b[n][c] is not None and np.isfinite(a[n][c] - b[n][c])]
+            if d:
+                lo, hi = mean_ci(d)
+                out[key][c] = {"mean": float(np.mean(d)), "ci95": [lo, hi], "n": len(d)}
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m pulmo.train.seg_eval", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -75,7 +115,20 @@ def main(argv=None) -> int:
     ap.add_argument("--work", default=str(REPO / "build" / "seg" / "eval"))
     ap.add_argument("--skip-hu", action="store_true")
     ap.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: all cores)")
+    ap.add_argument("--train-slices", action="store_true",
+                    help="also score the 40 MedSeg training slices (medseg_train; seen in training)")
+    ap.add_argument("--compare", default=None, metavar="BASELINE_WORK",
+                    help="no evaluation: print the paired per-image Dice differences of --work minus this "
+                         "earlier --work folder, with 95 %% bootstrap intervals")
     args = ap.parse_args(argv)
+    if args.compare:
+        diffs = paired_differences(Path(args.work), Path(args.compare))
+        for key, per_class in diffs.items():
+            for c, d in per_class.items():
+                lo, hi = d["ci95"]
+                ci = "no interval" if lo is None else f"{lo:+.4f} to {hi:+.4f}"
+                print(f"{key:<7} {c:<14} {d['mean']:+.4f} ({ci}), n={d['n']}")
+        return 0
     from PIL import Image
 
     from pulmo.cli.ct_evaluate import evaluate_dirs
@@ -87,6 +140,8 @@ def main(argv=None) -> int:
     summary = {"model_2d": str(seg2d.path), "version_2d": seg2d.version,
                "model_hu": str(seg.path), "version_hu": seg.version}
     dirs = heldout_dirs(root, work)
+    if args.train_slices:
+        dirs["medseg_train"] = medseg_train_dir(root, work)
     for key, d in dirs.items():
         segment_image_folder(d / "images", d / "pred", segmenter=seg2d, on_error="raise")
         res = evaluate_dirs(d / "pred", d / "gt")

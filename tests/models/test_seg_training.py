@@ -432,3 +432,108 @@ def test_pseudo_labels_command_on_a_small_cache(tmp_path):
     with pytest.raises(SystemExit, match="cannot write"):
         seg.main(argv + ["--out", str(tmp_path / "a_file" / "pseudo.npz")])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "cache.npz", "pseudo.npz"]
+
+
+def _random_bn_net(arch):
+    """A network whose batch norms have non-trivial statistics and affine parameters."""
+    from pulmo.train.seg_net import SegNet
+
+    torch.manual_seed(0)
+    net = SegNet.from_arch(arch)
+    net.train()
+    with torch.no_grad():
+        net(torch.rand(4, 1, 256, 256))
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+    return net.eval()
+
+
+@needs_torch
+def test_init_from_an_fp32_export_reproduces_the_network(tmp_path):
+    """The export folds batch norm into the convolutions; initialising a fresh network from the
+    file gives back the same function (eval mode exactly, training mode on the calibration
+    batch too), and the training command starts from it."""
+    from pulmo.train import seg
+    from pulmo.train.seg_init import init_from_onnx, onnx_conv_weights
+    from pulmo.train.seg_net import SegNet
+
+    net = _random_bn_net("seg-2d-1")
+    cache, out = _calibration_cache(tmp_path)
+    torch.save({"arch": "seg-2d-1", "model": net.state_dict()}, out / "final.pt")
+    model = tmp_path / "m.onnx"
+    assert seg.main(["export", "--out", str(out), "--model", str(model), "--cache", str(cache)]) == 0
+    x = np.random.default_rng(1).random((6, 256, 256)).astype(np.float32)
+    fresh = SegNet.from_arch("seg-2d-1")
+    assert init_from_onnx(fresh, onnx_conv_weights(model), x) == 15
+    xt = torch.from_numpy(x)[:, None]
+    with torch.no_grad():
+        want = net.eval().features(xt)
+        assert (fresh.eval().features(xt) - want).abs().max() < 1e-4 * want.abs().max()
+        assert (fresh.train().features(xt) - want).abs().max() < 1e-3 * want.abs().max()
+    # a random network would be far off: the comparison can fail
+    with torch.no_grad():
+        assert (SegNet.from_arch("seg-2d-1").eval().features(xt) - want).abs().max() > 0.1 * want.abs().max()
+    rng = np.random.default_rng(0)
+    lu = np.zeros((4, 256, 256), np.uint8)
+    lu[:, 60:200, 30:120], lu[:, 60:200, 136:226] = 1, 2
+    small = tmp_path / "small.npz"
+    np.savez_compressed(small, png_im=rng.integers(0, 255, (4, 256, 256), dtype=np.uint8), png_lu=lu,
+                        png_le=(rng.random((4, 256, 256)) > 0.9).astype(np.uint8),
+                        ms_im=rng.integers(0, 255, (4, 256, 256), dtype=np.uint8),
+                        ms_le=rng.integers(0, 3, (4, 256, 256), dtype=np.uint8),
+                        hu=np.where(lu > 0, -850, 40).astype(np.float32), hu_lu=lu)
+    run = tmp_path / "ft"
+    argv = ["train", "--arch", "seg-2d-1", "--out", str(run), "--cache", str(small), "--iters", "1",
+            "--batch", "2", "--lr", "0", "--init-onnx", str(model)]
+    assert seg.main(argv) == 0  # lr 0: the weights stay those of the file
+    assert "initialised 15 convolutions" not in (run / "train.log").read_text()  # the log holds losses
+    tuned = torch.load(run / "final.pt", weights_only=False)["model"]
+    for name, value in fresh.state_dict().items():
+        if name.endswith(".weight") and value.ndim == 4:  # the convolutions: the file's, untouched at lr 0
+            assert torch.equal(tuned[name], value), name
+    assert seg.main(argv[:-2]) == 0 and seg.main(argv) == 0  # with a checkpoint there: resumed, file ignored
+
+
+@needs_torch
+def test_init_from_the_shipped_int8_model(tmp_path):
+    """The int8 weights of seg_8bit.onnx are dequantised into a seg-2d-3 network that labels like
+    the file does under onnxruntime; another variant, a junk file and a missing one are refused,
+    before any data are read."""
+    from pulmo.ct.models.runtime import default_model
+    from pulmo.train import seg
+    from pulmo.train.seg_init import init_from_onnx, onnx_conv_weights
+    from pulmo.train.seg_net import SegNet
+
+    import onnxruntime as ort
+
+    shipped = default_model("8bit")
+    yy, xx = np.mgrid[:256, :256]
+    phantom = np.full((256, 256), 0.55, np.float32)  # soft tissue, two dark lungs, a dense patch
+    phantom[((yy - 128) / 80) ** 2 + ((xx - 80) / 45) ** 2 < 1] = 0.08
+    phantom[((yy - 128) / 80) ** 2 + ((xx - 176) / 45) ** 2 < 1] = 0.08
+    phantom[120:140, 60:85] = 0.45
+    x = np.stack([phantom, phantom[:, ::-1].copy(), np.clip(phantom + 0.05, 0, 1)])
+    net = SegNet.from_arch("seg-2d-3")
+    assert init_from_onnx(net, onnx_conv_weights(shipped), x) == 18
+    lu, le = ort.InferenceSession(str(shipped), providers=["CPUExecutionProvider"]).run(
+        ["lungs", "lesions"], {"image": x[:, None]})
+    with torch.no_grad():
+        tl, te = net.eval()(torch.from_numpy(x)[:, None])
+    assert (lu > 0).sum() > 10000  # the file finds lungs in the phantom
+    # int8 activations (onnxruntime) against float ones (torch): a few boundary pixels differ; a
+    # wrong or shifted weight mapping labels at random
+    assert (tl.argmax(1).numpy() == lu).mean() > 0.95
+    near = torch.nn.functional.max_pool2d(torch.from_numpy(lu > 0).float()[:, None], 5, 1, 2)[:, 0].numpy() > 0
+    assert ((te.argmax(1).numpy() * near) == le).mean() > 0.95
+    with pytest.raises(SystemExit, match="do not fit this --arch"):
+        init_from_onnx(SegNet.from_arch("seg-2d-1"), onnx_conv_weights(shipped), x)
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"\x00garbage")
+    for bad, msg in ((junk, "not a readable ONNX model"), (tmp_path / "missing.onnx", "not a readable ONNX model"),
+                     (shipped, "do not fit this --arch")):
+        with pytest.raises(SystemExit, match=msg):
+            seg.main(["train", "--arch", "seg-2d-1", "--out", str(tmp_path / "run"), "--init-onnx", str(bad),
+                      "--cache", str(tmp_path / "no-cache.npz"), "--data", str(tmp_path / "no-data")])
+    assert not (tmp_path / "run").exists()
