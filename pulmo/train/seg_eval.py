@@ -92,7 +92,15 @@ def paired_differences(work: Path, baseline: Path) -> dict:
         if not all(f.is_file() for f in files):
             raise SystemExit(f"--compare: {' or '.join(str(f) for f in files if not f.is_file())} missing "
                              "(run this command with --work on both folders first)")
-        a, b = ({r["name"]: r for r in json.loads(f.read_text())} for f in files)
+        try:
+            a, b = ({r["name"]: r for r in json.loads(f.read_text())} for f in files)
+            rows = list(a.values()) + list(b.values())
+            if not all(isinstance(r.get(c), (int, float, type(None))) for r in rows
+                       for c in ("ggo", "consolidation", "lesion", "lung")):
+                raise TypeError("a Dice value is not a number")
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise SystemExit(f"--compare: {files[0]} or {files[1]} is not a per-image file of this command "
+                             f"({type(exc).__name__}: {exc})") from None
         if set(a) != set(b):
             raise SystemExit(f"--compare: {files[0]} and {files[1]} score different images")
         out[key] = {}

@@ -40,8 +40,10 @@ def onnx_conv_weights(path: Path) -> list[tuple[np.ndarray, np.ndarray | None]]:
         if name in inits:
             return inits[name].astype(np.float32)
         node = producers.get(name)
-        if node is not None and node.op_type == "DequantizeLinear" and all(i in inits for i in node.input[:3]):
-            q, scale, zero = (inits[i] for i in node.input[:3])
+        ins = [i for i in node.input[:3] if i] if node is not None else []
+        if node is not None and node.op_type == "DequantizeLinear" and len(ins) >= 2 and all(i in inits for i in ins):
+            q, scale = inits[ins[0]], inits[ins[1]]
+            zero = inits[ins[2]] if len(ins) == 3 else np.zeros((), np.float32)  # the zero point is optional
             axis = next((onnx.helper.get_attribute_value(a) for a in node.attribute if a.name == "axis"), 1)
             shape = [1] * q.ndim
             if scale.ndim == 1 and scale.size > 1:

@@ -49,3 +49,7 @@ def test_paired_differences_refuses_folders_that_do_not_pair(tmp_path):
     with pytest.raises(SystemExit, match="missing"):
         paired_differences(new, tmp_path / "nothing-here")
     assert np.isfinite(paired_differences(new, new)["medseg"]["lesion"]["mean"])
+    for junk in ("{not json", json.dumps([{"ggo": 0.5}]), json.dumps([_row("a", "high", 0.5, 0.8)]), "[1, 2]"):
+        (other / "medseg_per_image.json").write_text(junk)
+        with pytest.raises(SystemExit, match="not a per-image file"):
+            paired_differences(new, other)

@@ -537,3 +537,35 @@ def test_init_from_the_shipped_int8_model(tmp_path):
             seg.main(["train", "--arch", "seg-2d-1", "--out", str(tmp_path / "run"), "--init-onnx", str(bad),
                       "--cache", str(tmp_path / "no-cache.npz"), "--data", str(tmp_path / "no-data")])
     assert not (tmp_path / "run").exists()
+
+
+@needs_torch
+def test_onnx_conv_weights_dequantises_and_refuses_non_constant_weights(tmp_path):
+    """Per-channel and per-tensor DequantizeLinear (the zero point is optional in ONNX) give
+    ``scale * (q - zero_point)``; a convolution whose weight is computed at run time is refused."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from pulmo.train.seg_init import onnx_conv_weights
+
+    q = np.arange(-8, 10, dtype=np.int8).reshape(2, 1, 3, 3)
+    inits = [numpy_helper.from_array(q, "wq"), numpy_helper.from_array(np.array([0.5, 2.0], np.float32), "ws"),
+             numpy_helper.from_array(np.array([1, -1], np.int8), "wz"),
+             numpy_helper.from_array(np.array(0.25, np.float32), "ts"),
+             numpy_helper.from_array(np.array([0.1, 0.2], np.float32), "b")]
+    nodes = [helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["w1"], axis=0),
+             helper.make_node("DequantizeLinear", ["wq", "ts"], ["w2"]),
+             helper.make_node("Conv", ["x", "w1", "b"], ["y1"], pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["x", "w2"], ["y2"], pads=[1, 1, 1, 1])]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 8, 8])
+    ys = [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("y1", "y2")]
+    path = tmp_path / "q.onnx"
+    onnx.save(helper.make_model(helper.make_graph(nodes, "g", [x], ys, inits)), str(path))
+    (w1, b1), (w2, b2) = onnx_conv_weights(path)
+    assert np.allclose(w1[0], 0.5 * (q[0] - 1)) and np.allclose(w1[1], 2.0 * (q[1] + 1))
+    assert np.allclose(b1, [0.1, 0.2]) and b2 is None
+    assert np.allclose(w2, 0.25 * q)
+    nodes[1] = helper.make_node("Identity", ["x"], ["w2"])  # a weight that is not a constant
+    onnx.save(helper.make_model(helper.make_graph(nodes, "g", [x], ys, inits)), str(path))
+    with pytest.raises(SystemExit, match="is not a constant"):
+        onnx_conv_weights(path)
