@@ -6,7 +6,7 @@ A teacher (an exported ``seg_8bit``-style network) splits each true infection ma
 test-time-augmented class probabilities (four flips x the model's ``tta_sizes``, as the runtime
 does for 2D images): a pixel of the mask is consolidation where p(consolidation) > p(GGO), else
 GGO. The extent stays the reference's; only the split is the teacher's. ``train --png-pseudo``
-then gives those slices the 3-class loss (how ``seg-2d-3.4`` was trained, docs/models.md).
+then gives those slices the 3-class loss (how ``seg-2d-3.4`` and ``seg-2d-3.5`` were trained, docs/models.md).
 """
 
 from __future__ import annotations
