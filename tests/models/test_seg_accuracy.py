@@ -105,8 +105,9 @@ def test_covid_slice_shows_lesions():
 
 def test_no_consolidation_specks_on_slices_without_consolidation(tmp_path):
     """The 11 MedSeg training slices with no consolidation: the network alone leaves consolidation
-    specks (16-1135 px) on 6 of them, each scoring a per-image consolidation Dice of 0; the shipped
-    minor-class rule (``pulmo.minor_lesion_share`` 0.02) leaves one (slice 41, 4.9 % of its lesion)."""
+    specks, each scoring a per-image consolidation Dice of 0 (seg-2d-3.2: 16-1135 px on 6 of them;
+    seg-2d-3.5: 51-371 px, 0.1-1.6 % of the lesion, on 13, 29 and 41); the shipped minor-class rule
+    (``pulmo.minor_lesion_share`` 0.02) leaves at most one (3.2: slice 41, 4.9 %; 3.5: none)."""
     pytest.importorskip("onnx")  # the copy without the rule is written with onnx (test extra)
     from pulmo.train.seg import set_minor_lesion_share
 
@@ -122,5 +123,5 @@ def test_no_consolidation_specks_on_slices_without_consolidation(tmp_path):
         segment_image_folder(tmp_path / "img", tmp_path / tag, segmenter=load_segmenter(model, kind="8bit"),
                              on_error="raise")
         specks[tag] = [n for n in names if (np.asarray(Image.open(tmp_path / tag / f"{n}_lesions.png")) == 2).any()]
-    assert len(specks["no_rule"]) >= 4
-    assert len(specks["shipped"]) <= 1
+    assert len(specks["no_rule"]) >= 2  # the rule has specks to remove
+    assert len(specks["shipped"]) <= 1 and set(specks["shipped"]) < set(specks["no_rule"])
