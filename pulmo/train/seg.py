@@ -227,10 +227,10 @@ def train(args) -> None:
     net = SegNet.from_arch(args.arch)
     init = None
     if args.init_onnx and not ck.is_file():  # checked before the data are read
-        from pulmo.train.seg_init import calibration_images, init_from_onnx, onnx_conv_weights
+        from pulmo.train.seg_init import calibration_images, init_from_onnx, matched_convolutions, onnx_conv_weights
 
         init = onnx_conv_weights(Path(args.init_onnx))
-        init_from_onnx(net, init, np.zeros((1, D.SIZE, D.SIZE), np.float32), source=args.init_onnx)
+        matched_convolutions(net, init, source=args.init_onnx, size=D.SIZE)
     data = build_cache(Path(args.data), Path(args.cache))
     if args.png_pseudo:
         data["png_le3"] = load_png_pseudo(Path(args.png_pseudo), data["png_le"])

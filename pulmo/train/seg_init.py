@@ -88,6 +88,24 @@ def _conv_call_order(net, size: int):
     return [(c, following.get(c)) for c in order]
 
 
+def matched_convolutions(net, convs: list[tuple[np.ndarray, np.ndarray | None]], source: str = "the ONNX file",
+                         size: int = 256) -> list:
+    """``(conv, batch_norm_or_None)`` of ``net`` for each of ``convs``, in order; a file whose
+    convolutions do not fit ``net`` one for one (another variant, another network) is refused."""
+    pairs = _conv_call_order(net, size)
+    if len(convs) != len(pairs) or any(w.shape != tuple(c.weight.shape) for (w, _), (c, _) in zip(convs, pairs)):
+        got = [tuple(w.shape) for w, _ in convs]
+        want = [tuple(c.weight.shape) for c, _ in pairs]
+        first = next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
+        raise SystemExit(f"--init-onnx {source}: its {len(got)} convolutions do not fit this --arch "
+                         f"({len(want)} convolutions; the first difference is at convolution {first}): "
+                         "give the --arch it was exported from")
+    for i, ((_, b), (conv, bn)) in enumerate(zip(convs, pairs)):
+        if b is not None and bn is None and conv.bias is None:
+            raise SystemExit(f"--init-onnx {source}: convolution {i} has a bias that this --arch has no place for")
+    return pairs
+
+
 def init_from_onnx(net, convs: list[tuple[np.ndarray, np.ndarray | None]], images: np.ndarray,
                    batch: int = 16, source: str = "the ONNX file") -> int:
     """Load ``convs`` (from :func:`onnx_conv_weights`) into ``net`` (a :class:`SegNet` of the
@@ -95,27 +113,18 @@ def init_from_onnx(net, convs: list[tuple[np.ndarray, np.ndarray | None]], image
 
     ``images``: calibration slices ``(N, 256, 256)`` in 0..1 for the batch-norm statistics (see
     the module docstring). Returns the number of convolutions loaded. Convolutions that do not
-    match ``net``'s one for one (another variant, another network) are refused."""
+    match ``net``'s one for one are refused (:func:`matched_convolutions`)."""
     import torch
 
-    path = source  # for the messages
-    pairs = _conv_call_order(net, images.shape[-1])
-    if len(convs) != len(pairs) or any(w.shape != tuple(c.weight.shape) for (w, _), (c, _) in zip(convs, pairs)):
-        got = [tuple(w.shape) for w, _ in convs]
-        want = [tuple(c.weight.shape) for c, _ in pairs]
-        first = next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
-        raise SystemExit(f"--init-onnx {path}: its {len(got)} convolutions do not fit this --arch "
-                         f"({len(want)} convolutions; the first difference is at convolution {first}): "
-                         "give the --arch it was exported from")
+    pairs = matched_convolutions(net, convs, source, images.shape[-1])
     bns = []
     with torch.no_grad():
         for (w, b), (conv, bn) in zip(convs, pairs):
             conv.weight.copy_(torch.from_numpy(w))
             bias = torch.from_numpy(b) if b is not None else torch.zeros(w.shape[0])
             if bn is None:
-                if conv.bias is None:
-                    raise SystemExit(f"--init-onnx {path}: a convolution with a bias has nowhere to put it")
-                conv.bias.copy_(bias)
+                if conv.bias is not None:
+                    conv.bias.copy_(bias)
                 continue
             # the identity normalisation: eval mode now computes W_f * x + b_f
             bn.running_mean.zero_()
