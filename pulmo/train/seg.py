@@ -224,7 +224,9 @@ def train(args) -> None:
     out = Path(args.out)
     ck = out / "checkpoint.pt"
     torch.manual_seed(args.seed)
-    net = SegNet.from_arch(args.arch)
+    if not (0 <= args.dropout < 1):
+        raise SystemExit(f"--dropout must lie in 0..1 (exclusive), not {args.dropout:g}")
+    net = SegNet.from_arch(args.arch, dropout=args.dropout)
     init = None
     if args.init_onnx and not ck.is_file():  # checked before the data are read
         from pulmo.train.seg_init import calibration_images, init_from_onnx, matched_convolutions, onnx_conv_weights
@@ -594,6 +596,9 @@ def main(argv=None) -> int:
     t.add_argument("--png-pseudo", default=None,
                    help="an .npz from the pseudo-labels command: supervise the PNG slices with its 3-class "
                         "labels (true infection extent, a teacher's GGO/consolidation split)")
+    t.add_argument("--dropout", type=float, default=0.0,
+                   help="dropout probability on the 1x1 head's input features, in training only (the "
+                        "exported graph has none); 0: off")
     t.add_argument("--init-onnx", default=None,
                    help="start from the weights of an exported ONNX file of the same --arch (fp32 or int8, "
                         "e.g. pulmo/ct/models/seg_8bit.onnx) instead of a random network: fine-tuning; "

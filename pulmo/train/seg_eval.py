@@ -2,6 +2,7 @@
 
     python -m pulmo.train.seg_eval [--model FILE.onnx] [--work build/seg/eval]
     python -m pulmo.train.seg_eval --work build/seg/eval-new --compare build/seg/eval   # paired
+    python -m pulmo.train.seg_eval --skip-hu --split-limits     # + upper bounds of the GGO/consolidation split
 
 1. 2D held-out sets, scored through the same code as ``pulmo ct evaluate``:
    the PNG slices ``PNG_TEST_START``..1613 (lung Dice, lesion-union Dice) and the 10
@@ -114,6 +115,10 @@ def paired_differences(work: Path, baseline: Path) -> dict:
     return out
 
 
+def _num(v) -> str:
+    return "-" if v is None else f"{v:.3f}"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m pulmo.train.seg_eval", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -125,6 +130,10 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: all cores)")
     ap.add_argument("--train-slices", action="store_true",
                     help="also score the 40 MedSeg training slices (medseg_train; seen in training)")
+    ap.add_argument("--split-limits", action="store_true",
+                    help="after the 2D evaluation, also score two upper bounds of the GGO/consolidation split "
+                         "inside the predicted lesion outline (pulmo.train.seg_split_limits): the perfect split "
+                         "and a per-image oracle density threshold")
     ap.add_argument("--compare", default=None, metavar="BASELINE_WORK",
                     help="no evaluation: print the paired per-image Dice differences of --work minus this "
                          "earlier --work folder, with 95 %% bootstrap intervals")
@@ -156,6 +165,17 @@ def main(argv=None) -> int:
         summary[key] = {"n": res["n_images"], "dice": res["dice"], "lesion_in_lung_pct": res["lesion_in_lung_pct"]}
         (work / f"{key}_per_image.json").write_text(json.dumps(res["per_image"], indent=1, default=str))
         print(key, json.dumps(summary[key]), flush=True)
+    if args.split_limits:
+        from pulmo.train.seg_split_limits import split_limits
+
+        limits = split_limits(work, min_share=seg2d.info.minor_lesion_share)
+        summary["split_limits"] = {k: {v: r["dice"] for v, r in per.items() if v != "oracle_threshold"}
+                                   for k, per in limits.items()}
+        for key, per in summary["split_limits"].items():
+            for v, d in per.items():
+                print(f"{key:<13} {v:<15} " + "  ".join(
+                    f"{c} {_num(d[c]['mean'])} (pooled {_num(d[c]['pooled'])})" for c in ("ggo", "consolidation", "lesion")),
+                    flush=True)
     if not args.skip_hu:
         hu, zs = read_series(root / "ct" / "lidc-idri-0001")
         lungs, les = seg.segment_slices(hu, kind="hu")

@@ -47,10 +47,12 @@ ARCHS = {
 
 
 class SegNet(nn.Module):
-    def __init__(self, widths=(16, 32, 48, 96), full_res: int = 0, deep: int = 1):
+    def __init__(self, widths=(16, 32, 48, 96), full_res: int = 0, deep: int = 1, dropout: float = 0.0):
         super().__init__()
         w1, w2, w3, w4 = widths
         self.full_res = full_res
+        # training only (identity in eval mode and absent from the export): on the head's input
+        self.drop = nn.Dropout(dropout)
         if full_res:
             self.s0 = conv_bn(1, full_res)                                      # 256
             self.stem = conv_bn(full_res, w1, stride=2)                         # 128
@@ -77,10 +79,10 @@ class SegNet(nn.Module):
             self.head = nn.Conv2d(w1, 6 * 4, 1)
 
     @classmethod
-    def from_arch(cls, arch: str) -> "SegNet":
+    def from_arch(cls, arch: str, dropout: float = 0.0) -> "SegNet":
         if arch not in ARCHS:
             raise SystemExit(f"unknown network variant {arch!r}; known: {', '.join(sorted(ARCHS))}")
-        return cls(**ARCHS[arch])
+        return cls(**ARCHS[arch], dropout=dropout)
 
     @staticmethod
     def _up(x, ref):
@@ -101,7 +103,7 @@ class SegNet(nn.Module):
         return self.d0(F.pixel_shuffle(self.up0(d1), 2) + e0)
 
     def features(self, x):
-        z = self.head(self.head_input(x))
+        z = self.head(self.drop(self.head_input(x)))
         return z if self.full_res else F.pixel_shuffle(z, 2)
 
     def forward(self, x):

@@ -179,6 +179,33 @@ def test_training_smoke_and_resume(tmp_path):
                   "--arch", "seg-9"])
 
 
+@needs_torch
+def test_dropout_acts_in_training_only_and_leaves_the_weights_alone(tmp_path):
+    """``train --dropout``: the head's input is dropped in training mode only; the parameters (so
+    checkpoints and exports) are those of the network without it; a bad value is refused first."""
+    from pulmo.train import seg
+    from pulmo.train.seg_net import SegNet
+
+    torch.manual_seed(0)
+    plain, dropped = SegNet.from_arch("seg-2d-1"), SegNet.from_arch("seg-2d-1", dropout=0.5)
+    assert plain.state_dict().keys() == dropped.state_dict().keys()
+    dropped.load_state_dict(plain.state_dict())
+    x = torch.rand(1, 1, 64, 64)
+    plain.eval()
+    dropped.eval()
+    with torch.no_grad():
+        assert torch.equal(plain(x)[1], dropped(x)[1])
+    dropped.train()                          # (this also moves its batch-norm statistics)
+    with torch.no_grad():
+        a, b = dropped(x)[1], dropped(x)[1]
+    assert not torch.allclose(a, b)          # a fresh mask each pass
+    for bad in ("1", "-0.1"):
+        with pytest.raises(SystemExit, match="--dropout must lie in 0..1"):
+            seg.main(["train", "--out", str(tmp_path / "r"), "--cache", str(tmp_path / "none.npz"),
+                      "--dropout", bad])
+    assert not (tmp_path / "r").exists()
+
+
 def _calibration_cache(tmp_path):
     """A random cache with the arrays int8 calibration reads, and an empty run folder."""
     rng = np.random.default_rng(0)
