@@ -468,6 +468,15 @@ def analyze_image_folder(path, outdir, options: AnalysisOptions, segment_only=Fa
         cases.append((name, case))
         images.append({"name": name, "status": "ok", **case.results})
     failed = [r for r in images if r["status"] == "error"]
+    folder_warnings = []
+    subfolders = sorted(d.name for d in Path(path).iterdir() if d.is_dir() and not d.name.startswith("."))
+    if subfolders:  # only this folder's own images are read
+        shown = ", ".join(subfolders[:5]) + (", ..." if len(subfolders) > 5 else "")
+        folder_warnings.append(warning(
+            "subfolders_not_searched",
+            f"{len(subfolders)} sub-folder(s) of {Path(path).name} not searched ({shown}): only the images directly "
+            "in the folder were segmented; give each sub-folder as its own input, or use --batch",
+            subfolders=subfolders))
     if files and not cases:
         shown = "; ".join(r["error"] for r in failed[:3]) + ("; ..." if len(failed) > 3 else "")
         raise InputError(f"{Path(path).name}: none of the {len(files)} images could be segmented: {shown}")
@@ -488,7 +497,7 @@ def analyze_image_folder(path, outdir, options: AnalysisOptions, segment_only=Fa
             "input": {"source": str(path), "kind": "image-dir", "images": len(files)},
             "conventions": CONVENTIONS, "labels": {"lungs": LUNG_LABELS, "lesions": LESION_LABELS},
             "method": {k: method.get(k) for k in ("lungs", "lesions", "source", "learned_model")},
-            "images": images, "failed": len(failed),
+            "images": images, "failed": len(failed), "warnings": folder_warnings,
             "outputs": outputs + ["summary.csv", "results.json"],
             "timings_s": {"total": round(time.perf_counter() - t0, 3)},
         }

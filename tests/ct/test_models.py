@@ -137,6 +137,28 @@ def test_image_folder_each_image_independently(tmp_path):
     assert all(0 < i["quantification"]["lungs"]["total"]["percent_involved"] < 100 for i in res["images"])
 
 
+def test_image_folder_says_which_subfolders_it_did_not_search(tmp_path, capsys):
+    (tmp_path / "m").mkdir()
+    lm, lsm = _models_2d(tmp_path / "m")
+    src = tmp_path / "slices"
+    (src / "day2").mkdir(parents=True)
+    (src / ".hidden").mkdir()
+    _slice(80, 80).save(src / "a.png")
+    _slice(80, 80).save(src / "day2" / "b.png")
+    out = tmp_path / "o"
+    args = ["ct", "segment", str(src), "-o", str(out), "--lung-model", str(lm), "--lesion-model", str(lsm), "--no-progress"]
+    assert main(args) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert [i["name"] for i in res["images"]] == ["a"] and not (out / "b_lungs.png").exists()
+    (w,) = res["warnings"]
+    assert w["code"] == "subfolders_not_searched" and w["subfolders"] == ["day2"]
+    assert "warning [subfolders_not_searched]: 1 sub-folder(s) of slices not searched (day2)" in capsys.readouterr().out
+    (src / "day2" / "b.png").unlink()
+    (src / "day2").rmdir()
+    assert main(args[:3] + ["-o", str(tmp_path / "o2")] + args[5:]) == 0
+    assert json.loads((tmp_path / "o2" / "results.json").read_text())["warnings"] == []
+
+
 def test_image_folder_without_models_refused(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("PULMO_CT_MODELS", "none")
     src = tmp_path / "slices"
