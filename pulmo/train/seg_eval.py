@@ -168,7 +168,8 @@ def main(argv=None) -> int:
     if args.split_limits:
         from pulmo.train.seg_split_limits import split_limits
 
-        limits = split_limits(work, min_share=seg2d.info.minor_lesion_share)
+        limits = split_limits(work, min_share=seg2d.info.minor_lesion_share,
+                              keys=[k for k in dirs if k != "png"])  # the 3-class sets segmented now
         summary["split_limits"] = {k: {v: r["dice"] for v, r in per.items() if v != "oracle_threshold"}
                                    for k, per in limits.items()}
         for key, per in summary["split_limits"].items():

@@ -125,3 +125,24 @@ def test_no_consolidation_specks_on_slices_without_consolidation(tmp_path):
         specks[tag] = [n for n in names if (np.asarray(Image.open(tmp_path / tag / f"{n}_lesions.png")) == 2).any()]
     assert len(specks["no_rule"]) >= 2  # the rule has specks to remove
     assert len(specks["shipped"]) <= 1 and set(specks["shipped"]) < set(specks["no_rule"])
+
+
+def test_split_limits_on_the_heldout_medseg_slices(tmp_path):
+    """``seg_eval --split-limits`` on the shipped network: the lesion outline stays, a perfect split
+    of it would meet the issue's per-image GGO / consolidation targets, a per-image density
+    threshold would not reach the consolidation one (lesions.md, "Session 11")."""
+    from pulmo.train.seg_eval import heldout_dirs
+    from pulmo.train.seg_split_limits import split_limits
+
+    root = shared_path("seg2d", "medseg-train").parents[1]
+    d = heldout_dirs(root, tmp_path)["medseg"]
+    seg = load_segmenter(DEFAULT_MODEL_8BIT)
+    segment_image_folder(d / "images", d / "pred", segmenter=seg, on_error="raise")
+    r = split_limits(tmp_path, min_share=seg.info.minor_lesion_share, keys=("medseg",))["medseg"]
+    net, perfect, oracle = (r[v]["dice"] for v in ("network", "perfect_split", "density_oracle"))
+    assert net["lesion"] == perfect["lesion"] == oracle["lesion"]          # the outline never changes
+    for c in ("ggo", "consolidation"):
+        assert perfect[c]["pooled"] >= max(net[c]["pooled"], oracle[c]["pooled"])
+    assert perfect["ggo"]["mean"] >= 0.65 and perfect["consolidation"]["mean"] >= 0.58   # 0.763 / 0.646
+    assert oracle["consolidation"]["mean"] < 0.58                                          # 0.433
+    assert len(r["oracle_threshold"]) == 10
