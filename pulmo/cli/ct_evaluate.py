@@ -30,6 +30,7 @@ import csv
 import json
 import math
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -57,8 +58,16 @@ def add_command(subparsers) -> None:
 def _read_labels(path: Path) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
+    from pulmo.ct.io.grey_image import MAX_SIDE
+
     try:
-        with Image.open(path) as im:
+        with warnings.catch_warnings():  # Pillow's DecompressionBombWarning: the size check below says it
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(path)
+        with im:
+            if max(im.size) > MAX_SIDE:  # before decoding
+                raise InputError(f"{path}: {im.size[0]}x{im.size[1]} pixels is too large for a slice mask "
+                                 f"(at most {MAX_SIDE} per side)")
             im.load()
             if im.mode not in ("L", "P", "1", "I", "I;16"):
                 if im.mode in ("RGB", "RGBA", "LA"):
@@ -70,13 +79,19 @@ def _read_labels(path: Path) -> np.ndarray:
             return np.asarray(im).astype(np.int64) if im.mode != "1" else np.asarray(im).astype(np.int64) * 255
     except InputError:
         raise
+    except Image.DecompressionBombError as exc:  # so large that Pillow refuses to open it
+        raise InputError(f"{path}: far too large for a slice (at most {MAX_SIDE} pixels per side)") from exc
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise InputError(f"{path}: not a readable image ({exc})") from exc
 
 
-def _as_three_class(arr: np.ndarray, path: Path, binary_ok: bool) -> tuple[np.ndarray, bool]:
-    """(labels 0/1/2, is_binary) -- binary 0/255 (or 0/1 when ``binary_ok``) masks become 0/1."""
+def _as_three_class(arr: np.ndarray, path: Path, binary_ok: bool, prediction: bool = False) -> tuple[np.ndarray, bool]:
+    """(labels 0/1/2, is_binary) -- binary 0/255 (or 0/1 when ``binary_ok``) masks become 0/1;
+    a ``prediction`` must be 0/1/2 (a 0/255 one is refused)."""
     vals = set(np.unique(arr).tolist())
+    if prediction and 255 in vals and vals <= {0, 255}:
+        raise InputError(f"{path}: a binary 0/255 mask; predictions are labelled 0 background, 1 ground glass, "
+                         "2 consolidation (as pulmo ct segment writes them)")
     if vals <= {0, 255}:
         return (arr > 0).astype(np.uint8), True
     if vals <= {0, 1, 2}:
@@ -106,11 +121,12 @@ def _gt_names(gt_dir: Path) -> list[str]:
     names = set()
     for p in gt_dir.glob("*.png"):
         stem = p.stem
-        if stem.endswith("_lungs"):
+        if stem.endswith("_lungs") or not p.is_file():  # folders, dangling or looping links: not masks
             continue
         names.add(stem[: -len("_lesions")] if stem.endswith("_lesions") else stem)
     for sub in ("labels", "covid"):
-        names.update(p.stem for p in (gt_dir / sub).glob("*.png"))
+        names.update(p.stem for p in (gt_dir / sub).glob("*.png") if p.is_file())
+    names.discard("")
     return sorted(names, key=lambda s: (len(s), s))
 
 
@@ -132,6 +148,9 @@ def evaluate_dirs(pred_dir, gt_dir) -> dict:
     for d, what in ((pred_dir, "PRED_DIR"), (gt_dir, "GT_DIR")):
         if not d.is_dir():
             raise InputError(f"{what} {d}: not a folder")
+    if pred_dir.resolve() == gt_dir.resolve():
+        raise InputError(f"PRED_DIR and GT_DIR are the same folder ({pred_dir}): the predictions would be "
+                         "scored against themselves")
     names = _gt_names(gt_dir)
     if not names:
         raise InputError(f"GT_DIR {gt_dir}: no ground-truth masks (<name>.png, <name>_lesions.png, "
@@ -146,7 +165,7 @@ def evaluate_dirs(pred_dir, gt_dir) -> dict:
             missing.append(name)
             continue
         gt, is_binary = _as_three_class(_read_labels(gt_les_path), gt_les_path, binary_ok=binary_hint)
-        pr, _ = _as_three_class(_read_labels(pred_les_path), pred_les_path, binary_ok=False)
+        pr, _ = _as_three_class(_read_labels(pred_les_path), pred_les_path, binary_ok=False, prediction=True)
         if pr.shape != gt.shape:
             raise InputError(f"{name}: prediction {pr.shape[1]}x{pr.shape[0]} and ground truth "
                              f"{gt.shape[1]}x{gt.shape[0]} differ in size")
@@ -205,15 +224,30 @@ def _fmt_ci(ci) -> str:
     return "-" if ci is None else f"{ci[0]:.3f}-{ci[1]:.3f}"
 
 
+def _check_csv_path(path: Path) -> None:
+    """Refuse a --csv target that is a folder or an image (a mask it would overwrite), before scoring."""
+    if path.is_dir():
+        raise InputError(f"--csv {path}: a folder; give a file name, e.g. {path / 'per_image.csv'}")
+    if path.suffix.lower() in (".png", ".jpg", ".jpeg"):
+        raise InputError(f"--csv {path}: an image file name; give a .csv file name")
+    if not path.parent.is_dir():
+        raise InputError(f"--csv {path}: the folder {path.parent} does not exist")
+
+
 def handler(args) -> int:
+    if args.csv:
+        _check_csv_path(Path(args.csv))
     res = evaluate_dirs(args.pred_dir, args.gt_dir)
     cols = ["name", *CLASSES, "lesion_in_lung_pct"]
     if args.csv:
-        with open(args.csv, "w", newline="") as fh:
-            w = csv.writer(fh)
-            w.writerow(cols)
-            for r in res["per_image"]:
-                w.writerow([r["name"], *(_fmt(r.get(c)) for c in cols[1:])])
+        try:
+            with open(args.csv, "w", newline="", encoding="utf-8", errors="replace") as fh:
+                w = csv.writer(fh)
+                w.writerow(cols)
+                for r in res["per_image"]:
+                    w.writerow([r["name"], *(_fmt(r.get(c)) for c in cols[1:])])
+        except OSError as exc:
+            raise InputError(f"--csv {args.csv}: cannot write it ({exc.strerror or exc})") from exc
     if args.json:
         def clean(o):
             if isinstance(o, float) and math.isnan(o):
@@ -225,11 +259,12 @@ def handler(args) -> int:
             return o
         print(json.dumps(clean(res), indent=2))
     else:
-        print(f"{'image':<16}" + "".join(f"{c:>15}" for c in cols[1:]))
+        print(f"{'image':<16}" + "".join(f"{c:>15}" for c in CLASSES) + f"{'lesion_in_lung_%':>18}")
         for r in res["per_image"]:
-            print(f"{r['name']:<16}" + "".join(f"{_fmt(r.get(c)):>15}" for c in cols[1:]))
+            print(f"{r['name']:<16}" + "".join(f"{_fmt(r.get(c)):>15}" for c in CLASSES)
+                  + f"{_fmt(r.get('lesion_in_lung_pct')):>18}")
         print(f"{'mean':<16}" + "".join(f"{_fmt(res['dice'][c]['mean']):>15}" for c in CLASSES)
-              + f"{_fmt(res['lesion_in_lung_pct']):>15}")
+              + f"{_fmt(res['lesion_in_lung_pct']):>18}")
         print(f"{'95% CI of mean':<16}" + "".join(f"{_fmt_ci(res['dice'][c]['ci95']):>15}" for c in CLASSES))
         print(f"{'pooled':<16}" + "".join(f"{_fmt(res['dice'][c]['pooled']):>15}" for c in CLASSES))
         print(f"{'n (scored)':<16}" + "".join(f"{res['dice'][c]['n']:>15}" for c in CLASSES))

@@ -266,14 +266,37 @@ def _base_results(vol: CTVolume, methods: dict, info: dict, region_kind: str) ->
 
 
 # ----------------------------------------------------------------------------- writing
+RESULTS_FILE = "results.json"  # every Pulmo output folder has one: the mark of a folder it may replace
+
+
+def check_output_location(source, out, batch: bool = False) -> None:
+    """Refuse an output folder whose replacement would delete the input: ``out`` may not be the
+    input nor contain it (and, for a batch, may not lie inside the input folder, where it would be
+    read as a study). Paths are compared resolved (symlinks followed)."""
+    src, dst = Path(source).resolve(), Path(out).resolve()
+    if src == dst or src.is_relative_to(dst):
+        raise InputError(f"the output folder {out} is the input or contains it ({source}): Pulmo replaces its "
+                         "output folder as a whole, which would delete the input; give another folder")
+    if batch and dst.is_relative_to(src):
+        raise InputError(f"the output folder {out} lies inside the batch input folder {source}, where it would "
+                         "be read as a study; give a folder outside it")
+
+
 @contextmanager
 def staging_dir(target: Path):
     """A temporary folder next to ``target``, renamed onto it on success, removed on failure."""
     target = Path(target)
     if target.exists() and not target.is_dir():
         raise InputError(f"{target}: exists and is not a folder")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+    if target.is_dir() and any(target.iterdir()) and not (target / RESULTS_FILE).is_file():
+        raise InputError(f"{target}: the folder exists and holds files that are not Pulmo results (no "
+                         f"{RESULTS_FILE}); Pulmo replaces its output folder as a whole, so give a new or empty "
+                         "folder")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+    except OSError as exc:
+        raise InputError(f"{target}: cannot write the output there ({exc.strerror or exc})") from exc
     os.chmod(tmp, 0o755)
     try:
         yield tmp
@@ -441,7 +464,7 @@ def analyze_image_folder(path, outdir, options: AnalysisOptions, segment_only=Fa
     (``results["failed"]`` counts the refused ones). Refused as a whole (InputError, nothing
     written) when no learned lung or lesion model is available or when no image succeeds.
     """
-    from pulmo.ct.io import image_files
+    from pulmo.ct.io import ignored_files, image_files, output_names
     from pulmo.ct.io.files import load_image
     from pulmo.ct.segment.models import models_available
 
@@ -453,8 +476,7 @@ def analyze_image_folder(path, outdir, options: AnalysisOptions, segment_only=Fa
                              + (f"; the shipped model could not be loaded: {reason}" if reason else ""))
     t0 = time.perf_counter()
     files = image_files(Path(path))
-    stems = [f.stem for f in files]
-    names = [f.stem if stems.count(f.stem) == 1 else f.name.replace(".", "_") for f in files]
+    names = output_names(files)
     cases, images = [], []  # images: one entry per file, in order (results, or the reason it was refused)
     for f, name in zip(files, names):  # everything is computed before writing: the output appears whole or not at all
         try:
@@ -469,6 +491,11 @@ def analyze_image_folder(path, outdir, options: AnalysisOptions, segment_only=Fa
         images.append({"name": name, "status": "ok", **case.results})
     failed = [r for r in images if r["status"] == "error"]
     folder_warnings = []
+    others = ignored_files(Path(path))
+    if others:
+        folder_warnings.append(warning(
+            "files_ignored", f"{len(others)} file(s) that are not PNG/JPG images were left out: "
+            + ", ".join(others[:5]) + (", ..." if len(others) > 5 else ""), files=others))
     subfolders = sorted(d.name for d in Path(path).iterdir() if d.is_dir() and not d.name.startswith("."))
     if subfolders:  # only this folder's own images are read
         shown = ", ".join(subfolders[:5]) + (", ..." if len(subfolders) > 5 else "")
@@ -486,7 +513,7 @@ def analyze_image_folder(path, outdir, options: AnalysisOptions, segment_only=Fa
             for label, arr in (("lungs", case.lungs), ("lesions", case.lesions)):
                 Image.fromarray(arr[0].astype(np.uint8)).save(tmp / f"{name}_{label}.png")
                 outputs.append(f"{name}_{label}.png")
-        with open(tmp / "summary.csv", "w", newline="", encoding="utf-8") as fh:
+        with open(tmp / "summary.csv", "w", newline="", encoding="utf-8", errors="replace") as fh:
             w = csv.DictWriter(fh, fieldnames=IMAGE_SUMMARY_FIELDS, restval="")
             w.writeheader()
             w.writerows(r.get("summary", r) for r in images)
@@ -509,6 +536,7 @@ def analyze_path(path, outdir, options: AnalysisOptions | None = None, segment_o
     options = options or AnalysisOptions()
     from pulmo.ct.io import input_kind
 
+    check_output_location(path, outdir)
     if input_kind(Path(path)) == "image-dir":
         return analyze_image_folder(path, outdir, options, segment_only)
     timings: dict = {}
@@ -567,9 +595,13 @@ def analyze_batch(root, outroot, options: AnalysisOptions | None = None, segment
     from tqdm import tqdm
 
     options = options or AnalysisOptions()
+    check_output_location(root, outroot, batch=True)
     items = batch_items(Path(root))
     outroot = Path(outroot)
-    outroot.mkdir(parents=True, exist_ok=True)
+    try:
+        outroot.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"{outroot}: cannot write the output there ({exc.strerror or exc})") from exc
     rows = []
 
     from pulmo.ct.io import input_kind
@@ -614,7 +646,7 @@ def analyze_batch(root, outroot, options: AnalysisOptions | None = None, segment
                 pending = pool.submit(_load, items[i + 1])
             bar.update(1)
     bar.close()
-    with open(outroot / "summary.csv", "w", newline="", encoding="utf-8") as fh:
+    with open(outroot / "summary.csv", "w", newline="", encoding="utf-8", errors="replace") as fh:
         w = csv.DictWriter(fh, fieldnames=SUMMARY_FIELDS)
         w.writeheader()
         w.writerows(rows)

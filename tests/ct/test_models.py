@@ -145,16 +145,19 @@ def test_image_folder_says_which_subfolders_it_did_not_search(tmp_path, capsys):
     (src / ".hidden").mkdir()
     _slice(80, 80).save(src / "a.png")
     _slice(80, 80).save(src / "day2" / "b.png")
+    (src / "Thumbs.db").write_bytes(b"\0" * 64)         # beside the images: left out, said so
     out = tmp_path / "o"
     args = ["ct", "segment", str(src), "-o", str(out), "--lung-model", str(lm), "--lesion-model", str(lsm), "--no-progress"]
     assert main(args) == 0
     res = json.loads((out / "results.json").read_text())
     assert [i["name"] for i in res["images"]] == ["a"] and not (out / "b_lungs.png").exists()
-    (w,) = res["warnings"]
+    ignored, w = res["warnings"]
+    assert ignored["code"] == "files_ignored" and ignored["files"] == ["Thumbs.db"]
     assert w["code"] == "subfolders_not_searched" and w["subfolders"] == ["day2"]
     assert "warning [subfolders_not_searched]: 1 sub-folder(s) of slices not searched (day2)" in capsys.readouterr().out
     (src / "day2" / "b.png").unlink()
     (src / "day2").rmdir()
+    (src / "Thumbs.db").unlink()
     assert main(args[:3] + ["-o", str(tmp_path / "o2")] + args[5:]) == 0
     assert json.loads((tmp_path / "o2" / "results.json").read_text())["warnings"] == []
 

@@ -133,6 +133,39 @@ def test_bad_input(tmp_path, dirs):
         evaluate_dirs(other, gt)
 
 
+def test_refusals_that_protect_the_score_and_the_files(tmp_path, dirs, capsys):
+    pred, gt = dirs
+    with pytest.raises(InputError, match="the same folder"):      # would score 1.0 against itself
+        evaluate_dirs(pred, pred)
+    with pytest.raises(InputError, match="the same folder"):
+        evaluate_dirs(pred, tmp_path / "pred" / ".." / "pred")
+    (gt / "c.png").mkdir()                                        # a folder named like a mask ...
+    (gt / "d.png").symlink_to(gt / "nowhere.png")                 # ... and a dangling link: not masks
+    _save(gt / "_lesions.png", np.zeros((20, 20)))                # no name
+    assert [r["name"] for r in evaluate_dirs(pred, gt)["per_image"]] == ["a", "b"]
+    binary = np.zeros((20, 20), np.uint8)
+    binary[5:15, 5:15] = 255
+    _save(pred / "b_lesions.png", binary)                          # a 0/255 prediction: which class?
+    with pytest.raises(InputError, match="predictions are labelled 0 background, 1 ground glass"):
+        evaluate_dirs(pred, gt)
+    _save(pred / "b_lesions.png", np.zeros((20, 20)))               # an empty prediction is fine
+    assert evaluate_dirs(pred, gt)["n_images"] == 2
+    mask = gt / "labels" / "a.png"
+    before = mask.read_bytes()
+    for target, msg in ((tmp_path, "a folder"), (mask, "an image file name"), (tmp_path / "no" / "x.csv", "does not exist")):
+        with pytest.raises(InputError, match=msg):
+            _run(["evaluate", str(pred), str(gt), "--csv", str(target)])
+    assert mask.read_bytes() == before
+    Image.new("L", (5000, 4)).save(gt / "e.png")
+    _save(pred / "e_lesions.png", np.zeros((4, 5000)))
+    with pytest.raises(InputError, match="too large for a slice mask"):
+        evaluate_dirs(pred, gt)
+    (gt / "e.png").unlink()
+    assert _run(["evaluate", str(pred), str(gt)]) == 0
+    header = capsys.readouterr().out.splitlines()[0].split()
+    assert header == ["image", "ggo", "consolidation", "lesion", "lung", "lesion_in_lung_%"]
+
+
 def test_dice_empty():
     z = np.zeros((4, 4), bool)
     assert math.isnan(dice(z, z))

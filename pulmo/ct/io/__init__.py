@@ -8,6 +8,7 @@ Bad input raises :class:`pulmo.errors.InputError` with a readable message.
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 
@@ -17,7 +18,20 @@ from pulmo.ct.io.options import LoadOptions
 from pulmo.ct.volume import CTVolume
 from pulmo.errors import InputError
 
-__all__ = ["LoadOptions", "load", "list_series", "input_kind", "image_files"]
+__all__ = ["LoadOptions", "load", "list_series", "input_kind", "image_files", "ignored_files", "output_names"]
+
+# suffixes of files that are never DICOM: a folder of 2D images may hold them beside its images
+NOT_DICOM_SUFFIXES = {".txt", ".md", ".csv", ".json", ".xml", ".html", ".htm", ".pdf", ".db", ".ini", ".log",
+                      ".rtf", ".doc", ".docx", ".xls", ".xlsx", ".yaml", ".yml"}
+
+
+def _own_files(folder: Path) -> list[Path]:
+    """The folder's own regular files (symlinks followed; dangling or looping links and hidden files left out)."""
+    return [p for p in Path(folder).iterdir() if not p.name.startswith(".") and p.is_file()]
+
+
+def _never_dicom(path: Path) -> bool:
+    return suffix_of(path) in NOT_DICOM_SUFFIXES or path.name.lower() == "thumbs.db"
 
 
 def input_kind(path: Path) -> str:
@@ -26,9 +40,10 @@ def input_kind(path: Path) -> str:
     if not path.exists():
         raise InputError(f"{path}: no such file or folder")
     if path.is_dir():
-        files = [p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")]
-        if files and all(suffix_of(p) in IMAGE_SUFFIXES for p in files):
-            return "image-dir"
+        files = _own_files(path)
+        images = [p for p in files if suffix_of(p) in IMAGE_SUFFIXES]
+        if images and all(p in images or _never_dicom(p) for p in files):
+            return "image-dir"  # images, perhaps beside a README.txt or Thumbs.db (ignored, with a warning)
         return "dicom-dir"
     suf = suffix_of(path)
     if suf == ".zip":
@@ -42,13 +57,47 @@ def input_kind(path: Path) -> str:
 
 def image_files(root: Path) -> list[Path]:
     """The PNG/JPG files of an image folder, sorted by name."""
-    return sorted(p for p in Path(root).iterdir() if p.is_file() and not p.name.startswith(".")
-                  and suffix_of(p) in IMAGE_SUFFIXES)
+    return sorted(p for p in _own_files(root) if suffix_of(p) in IMAGE_SUFFIXES)
+
+
+def ignored_files(root: Path) -> list[str]:
+    """Names of the files of an image folder that are not images (left out of the analysis)."""
+    return sorted(p.name for p in _own_files(root) if suffix_of(p) not in IMAGE_SUFFIXES)
+
+
+def output_names(files: list[Path]) -> list[str]:
+    """One output name per image file, unique (also ignoring case, for case-insensitive file
+    systems) and valid text: the stem (``0.jpg`` -> ``0``); ``<stem>_<ext>`` when two files share
+    a stem (``a.png``, ``a.jpg`` -> ``a_png``, ``a_jpg``); then ``_2``, ``_3``, ... where that is
+    taken too. Bytes of a file name that are not UTF-8 become U+FFFD."""
+    def text(s: str) -> str:
+        return os.fsencode(s).decode("utf-8", "replace")
+
+    stems = [f.stem.lower() for f in files]
+    names, seen = [], set()
+    for f, stem in zip(files, stems):
+        base = text(f.stem if stems.count(stem) == 1 else f.name.replace(".", "_"))
+        name, k = base, 2
+        while name.lower() in seen:
+            name, k = f"{base}_{k}", k + 1
+        seen.add(name.lower())
+        names.append(name)
+    return names
 
 
 def _dicom_from_dir(root: Path, options: LoadOptions, label: str) -> CTVolume:
     files = dicom.list_files(root)
     series, skipped = dicom.scan(files, options)
+    if not series:
+        images = [f for f in files if suffix_of(f) in IMAGE_SUFFIXES]
+        if images:  # a folder of 2D images with other files beside them, or images in sub-folders
+            where = sorted({str(f.parent.relative_to(root)) for f in images})
+            others = [f.name for f in files if f not in images][:3]
+            raise InputError(
+                f"{label}: no DICOM images found, but {len(images)} PNG/JPG image(s) in "
+                + ", ".join("the folder itself" if w == "." else w for w in where[:3]) + ("..." if len(where) > 3 else "")
+                + (f"; a folder of 2D slices is read when it holds only images (other files: {', '.join(others)})"
+                   if others else "; give the folder that holds them, or --batch to analyse each sub-folder"))
     chosen = dicom.choose(series, options, skipped, label)
     vol = dicom.load_series(chosen, options, label)
     others = [s.summary() for s in series if s is not chosen]

@@ -386,5 +386,7 @@ def list_files(root: Path) -> list[Path]:
         for f in sorted(filenames):
             if f.startswith(".") or f.upper() == "DICOMDIR":
                 continue
-            out.append(Path(dirpath) / f)
+            p = Path(dirpath) / f
+            if p.is_file():  # dangling or looping symlinks, sockets, ... are not files to read
+                out.append(p)
     return out

@@ -6,6 +6,7 @@ Used by ``pulmo ct analyze|segment`` on images and image folders and by
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -14,19 +15,31 @@ from pulmo.errors import InputError
 
 # Grey-level SD below which an image is refused as blank/uniform.
 MIN_STD = 4.0
+# Largest side read (pixels); the same limit as the segmentation runtime's, checked before decoding.
+MAX_SIDE = 4096
 
 
 def read_gray_image(path: str | Path) -> np.ndarray:
     """An 8-bit grey-level slice as ``uint8 (H, W)``; clear :class:`InputError` otherwise.
 
+    An EXIF orientation is applied (the array is the image as viewers show it); images over
+    ``MAX_SIDE`` pixels per side are refused before their pixels are decoded.
     Grey images stored as RGB(A) (all channels within 8 levels) are accepted; colour images,
     16-bit/float images, 1-bit images, blank (uniform) images and unreadable files are refused."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     path = Path(path)
     try:
-        with Image.open(path) as im:
+        with warnings.catch_warnings():  # Pillow's DecompressionBombWarning: the size check below says it
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(path)
+        with im:
+            w, h = im.size
+            if max(w, h) > MAX_SIDE:  # before decoding: a huge image is refused without reading its pixels
+                raise InputError(f"{path.name}: {w}x{h} pixels is too large for a CT slice "
+                                 f"(at most {MAX_SIDE} per side)")
             im.load()
+            im = ImageOps.exif_transpose(im)  # as viewers show it (phones and cameras store the rotation)
             mode = im.mode
             if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
                 raise InputError(f"{path.name}: {mode} ({'16-bit' if mode.startswith('I') else 'floating-point'}) "
@@ -43,6 +56,8 @@ def read_gray_image(path: str | Path) -> np.ndarray:
                 arr = np.asarray(im.convert("L"))
     except InputError:
         raise
+    except Image.DecompressionBombError as exc:  # so large that Pillow refuses to open it
+        raise InputError(f"{path.name}: far too large for a slice (at most {MAX_SIDE} pixels per side)") from exc
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise InputError(f"{path.name}: not a readable image ({exc})") from exc
     if arr.size and float(arr.std()) < MIN_STD:

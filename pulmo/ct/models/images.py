@@ -56,7 +56,8 @@ def list_images(folder: str | Path) -> list[Path]:
 
 def segment_image_folder(folder: str | Path, out_dir: str | Path, segmenter=None,
                          on_error: str = "record", tta: bool = True) -> list[dict]:
-    """Segment every image of ``folder``; write ``out_dir/<stem>_lungs.png`` and ``_lesions.png``.
+    """Segment every image of ``folder``; write ``out_dir/<name>_lungs.png`` and ``_lesions.png``
+    (``<name>``: the file's stem, made unique by :func:`pulmo.ct.io.output_names`).
 
     Returns one record per image: ``{"name", "status": "ok"|"error", "warning"?, "error"?,
     "lung_pixels", "ggo_pixels", "consolidation_pixels", "lesion_pct_of_lung"}``.
@@ -69,6 +70,7 @@ def segment_image_folder(folder: str | Path, out_dir: str | Path, segmenter=None
     """
     from PIL import Image
 
+    from pulmo.ct.io import output_names  # (pydicom and friends: imported when needed)
     from pulmo.ct.models.runtime import load_segmenter
 
     if on_error not in ("record", "raise"):
@@ -78,8 +80,8 @@ def segment_image_folder(folder: str | Path, out_dir: str | Path, segmenter=None
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     records = []
-    for f in files:
-        rec = {"name": f.stem}
+    for f, name in zip(files, output_names(files)):
+        rec = {"name": name}
         try:
             img = read_gray_image(f)
             lungs, lesions = seg.segment_slices(img, kind="8bit", tta=tta)
@@ -91,8 +93,8 @@ def segment_image_folder(folder: str | Path, out_dir: str | Path, segmenter=None
             continue
         except ModelError:
             raise
-        Image.fromarray(lungs).save(out_dir / f"{f.stem}_lungs.png")
-        Image.fromarray(lesions).save(out_dir / f"{f.stem}_lesions.png")
+        Image.fromarray(lungs).save(out_dir / f"{name}_lungs.png")
+        Image.fromarray(lesions).save(out_dir / f"{name}_lesions.png")
         n_lung = int((lungs > 0).sum())
         n_ggo, n_con = int((lesions == 1).sum()), int((lesions == 2).sum())
         rec.update(status="ok", lung_pixels=n_lung, ggo_pixels=n_ggo, consolidation_pixels=n_con,
