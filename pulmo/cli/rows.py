@@ -32,6 +32,20 @@ def report_row_errors(result: pd.DataFrame, *, strict: bool) -> tuple[int, bool]
     return n_failed, stop
 
 
+def report_row_warnings(result: pd.DataFrame, shown: int = 3) -> int:
+    """Say on stderr how many rows carry warnings (implausible values, unit guesses, ...), with the
+    first few; they are also in the output's ``warnings`` column. Returns that number."""
+    if "warnings" not in result:
+        return 0
+    warned = result["warnings"].fillna("").astype(str) != ""
+    n = int(warned.sum())
+    if n:
+        print(f"pulmo: warning: {n} row(s) have values to check (see the warnings column), e.g.:", file=sys.stderr)
+        for i, msg in result.loc[warned, "warnings"].head(shown).items():
+            print(f"pulmo:   row {i}: {msg}", file=sys.stderr)  # the index is the file line
+    return n
+
+
 def write_text(path: str | None, text: str) -> None:
     """Write ``text`` atomically to ``path``, or to standard output when ``path`` is None."""
     if path:

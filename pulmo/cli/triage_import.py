@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
+from pulmo.errors import InputError
 from pulmo.triage.model import TriageModel
 from pulmo.triage.published import import_published_model
 
@@ -44,6 +46,11 @@ def _summary(model: TriageModel) -> dict:
 
 
 def run_import(args: argparse.Namespace) -> int:
+    out, src = Path(args.output), Path(args.source)
+    if out.is_dir():
+        raise InputError(f"{out}: is a folder; give a model file name such as published.pulmo-triage.")
+    if out.resolve() == src.resolve() or (src.is_dir() and out.resolve().is_relative_to(src.resolve())):
+        raise InputError("the model file would overwrite (or be written into) the source; choose another name.")
     model = import_published_model(args.source)
     model.save(args.output)
     print(f"pulmo: wrote {args.output}: {len(model.ensemble)} ensemble members, "

@@ -9,12 +9,13 @@ from pathlib import Path
 
 from pulmo import DISCLAIMER
 from pulmo.errors import InputError
-from pulmo.cli.rows import report_row_errors, write_text
+from pulmo.cli.rows import report_row_errors, report_row_warnings, write_text
 from pulmo.io.tables import read_table
 from pulmo.triage.model import TriageModel
 from pulmo.triage.predict import TriagePredictor
 
 MODEL_ENV = "PULMO_TRIAGE_MODEL"
+MAX_IMPUTATIONS = 1000   # draws per incomplete row; more only costs memory (the interval settles long before)
 
 
 def add_command(sub) -> None:
@@ -56,6 +57,10 @@ def load_model_arg(path: str | None) -> TriageModel:
 
 
 def run(args: argparse.Namespace) -> int:
+    if not 1 <= args.imputations <= MAX_IMPUTATIONS:
+        raise InputError(f"--imputations must be between 1 and {MAX_IMPUTATIONS}, not {args.imputations}.")
+    if args.seed < 0:
+        raise InputError(f"--seed must be a non-negative whole number, not {args.seed}.")
     model = load_model_arg(args.model)
     if args.output and Path(args.output).resolve() == Path(args.input).resolve():
         raise InputError("the output file would overwrite the input file; choose another name.")
@@ -69,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
     n_failed, stop = report_row_errors(result, strict=args.strict)
     if stop:
         return 1
+    report_row_warnings(result)
     text = (result.to_json(orient="records", indent=1, force_ascii=False) if args.json
             else result.to_csv(index=False, float_format="%.10g"))
     write_text(args.output, text)

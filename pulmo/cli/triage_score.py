@@ -101,6 +101,9 @@ def run(args: argparse.Namespace) -> int:
     text = (result.to_json(orient="records", indent=1, force_ascii=False) + "\n" if args.json
             else result.to_csv(index=False))
     write_text(args.output, text)
-    print(f"pulmo: {len(result) - n_failed} of {len(result)} rows scored, {n_failed} failed "
-          f"({', '.join(SCORES[k].title for k in keys)}). {DISCLAIMER}", file=sys.stderr)
+    bands = result[[f"{k}_band" for k in keys]]
+    n_none = int((~failed & bands.isna().all(axis=1)).sum())  # valid rows for which no chosen score could be computed
+    print(f"pulmo: {len(result) - n_failed - n_none} of {len(result)} rows scored"
+          + (f", {n_none} with too few values for any of the scores (the *_missing columns say which)" if n_none else "")
+          + f", {n_failed} failed ({', '.join(SCORES[k].title for k in keys)}). {DISCLAIMER}", file=sys.stderr)
     return 1 if n_failed else 0

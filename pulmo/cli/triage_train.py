@@ -93,6 +93,15 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"{out}: is a folder; give a model file name such as my-cohort.pulmo-triage.")
     if out.resolve() == Path(args.cohort).resolve():
         raise InputError("the model file would overwrite the cohort file; choose another name.")
+    base = Path(args.report) if args.report else out.with_name(
+        (out.name[: -len(out.suffix)] if out.suffix else out.name) + ".report")
+    report_files = [base.with_name(base.name + ext) for ext in (".json", ".md")]
+    for f in report_files:  # checked before training: nothing may overwrite the model, the cohort or each other
+        if f.resolve() in (out.resolve(), Path(args.cohort).resolve()):
+            raise InputError(f"the report file {f} would overwrite the {'model' if f.resolve() == out.resolve() else 'cohort'} "
+                             "file; give --report another base name (the report is BASE.json and BASE.md).")
+        if f.is_dir():
+            raise InputError(f"{f}: is a folder; give --report another base name.")
     features = None
     if args.features:
         features = [f.strip() for item in args.features for f in item.split(",") if f.strip()]
@@ -114,8 +123,6 @@ def run(args: argparse.Namespace) -> int:
         + (f"; {cohort.dropped_missing} row(s) dropped for empty feature cells" if cohort.dropped_missing else ""))
     require_torch()
     result = train_triage_model(cohort, cfg, progress=say)
-    base = Path(args.report) if args.report else out.with_name(
-        (out.name[: -len(out.suffix)] if out.suffix else out.name) + ".report")
     result.model.save(out)
     js, md = write_report(result.report, base)
     m = result.report["metrics"]["c_index_cv"]

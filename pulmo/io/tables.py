@@ -120,10 +120,22 @@ def read_table(
     delimiter = _sniff_delimiter(text)
     try:
         reader = csv.reader(io.StringIO(text), delimiter=delimiter)
-        rows = [r for r in reader]
+        lines, rows = [], []
+        start = 1
+        for r in reader:  # the file line each record starts on, so messages name the line a user sees
+            if any(c.strip() for c in r):
+                lines.append(start)
+                rows.append(r)
+            start = reader.line_num + 1
     except csv.Error as exc:
         raise InputError(f"{name}: not a readable CSV table ({exc}).") from None
-    rows = [r for r in rows if any(c.strip() for c in r)]
+    for line, r in zip(lines, rows):
+        if any("\n" in c or "\r" in c for c in r):
+            raise InputError(f"{name}: line {line}: a cell runs over several lines, which usually means a "
+                             'quote (") opened there is never closed, so the lines after it were read into that '
+                             "cell; check the quotes.")
+    if not rows:
+        raise InputError(f"{name}: the file holds only separators, no table.")
     header = [c.strip() for c in rows[0]]
     if any(not h for h in header):
         # Trailing empty header cells from spreadsheet exports are tolerated.
@@ -134,19 +146,24 @@ def read_table(
     dupes = sorted({h for h in header if header.count(h) > 1})
     if dupes:
         raise InputError(f"{name}: the header repeats column name(s): {', '.join(dupes)}.")
-    data = rows[1:]
+    data, data_lines = rows[1:], lines[1:]
     ncol = len(header)
-    for i, r in enumerate(data):
+    for line, r in zip(data_lines, data):
         extra = r[ncol:]
         if any(c.strip() for c in extra):
             raise InputError(
-                f"{name}: row {i + 2} has {len(r)} cells but the header has {ncol} columns."
+                f"{name}: line {line} has {len(r)} cells but the header has {ncol} columns."
             )
-    body = [(r + [""] * ncol)[:ncol] for r in data]
+        if len(r) < ncol:
+            raise InputError(
+                f"{name}: line {line} has {len(r)} cells but the header has {ncol} columns (a value or a "
+                "separator is missing; an empty value still needs its separator)."
+            )
+    body = [r[:ncol] for r in data]
     table = pd.DataFrame(body, columns=header, dtype=object)
     table = table.apply(lambda col: col.str.strip())
     table = table.mask(table == "")
-    table.index = pd.RangeIndex(2, 2 + len(table), name="row")
+    table.index = pd.Index(data_lines, name="row")
     decimal = "."
     if delimiter == ";":
         # European exports: "3,5" means 3.5 when the delimiter is a semicolon.

@@ -213,6 +213,9 @@ def validate_survival(path: str | os.PathLike, time: str, event: str, risks: lis
     for h in hs:
         if not np.isfinite(h) or h <= 0:
             raise InputError(f"--horizon {h:g}: horizons must be positive times.")
+    if hs and hs[-1] >= float(t.max()):  # nobody is followed that long: every figure there is an extrapolation
+        raise InputError(f"--horizon {hs[-1]:g}: at or beyond the longest follow-up in {source} "
+                         f"({float(t.max()):g}); give horizons within the follow-up.")
     prob_specs = [_parse_prob(p) for p in probs]
     R = {r: numeric_column(table, r, source, what="risk score") for r in risks}
     P = {}

@@ -39,6 +39,7 @@ import io
 import json
 import os
 import zipfile
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -289,7 +290,7 @@ class TriageModel:
                 manifest = json.loads(zf.read("model.json"))
                 with np.load(io.BytesIO(zf.read("arrays.npz")), allow_pickle=False) as npz:
                     arrays = {k: npz[k] for k in npz.files}
-        except (zipfile.BadZipFile, KeyError, ValueError, OSError, EOFError) as exc:
+        except (zipfile.BadZipFile, zlib.error, KeyError, ValueError, OSError, EOFError) as exc:  # zlib: damaged bytes
             raise ModelError(
                 f"{path}: not a valid Pulmo triage model file ({type(exc).__name__}: {exc})."
             ) from None

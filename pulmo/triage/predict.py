@@ -17,7 +17,7 @@ import pandas as pd
 from pulmo.errors import InputError
 from pulmo.triage.imputation import PMMImputer
 from pulmo.triage.model import TriageModel
-from pulmo.triage.schema import FEATURE_NAMES, MAX_MISSING, parse_patients, patients_from_records
+from pulmo.triage.schema import BY_NAME, FEATURE_NAMES, MAX_MISSING, parse_patients, patients_from_records
 
 
 def horizon_column(t: float) -> str:
@@ -162,7 +162,7 @@ class TriagePredictor:
     # -- internals ----------------------------------------------------------------
 
     def _parse_generic(self, table: pd.DataFrame):
-        from pulmo.triage.schema import ParsedPatients, _numeric, normalise_header
+        from pulmo.triage.schema import _ALIASES, ParsedPatients, _numeric, normalise_header
 
         norm = {normalise_header(c): c for c in table.columns}
         feats = list(self.model.features)
@@ -173,14 +173,32 @@ class TriagePredictor:
         rows = table.index.to_numpy() if pd.api.types.is_integer_dtype(table.index.dtype) else np.arange(2, n + 2)
         values = np.full((n, len(feats)), np.nan)
         errors: list[list[str]] = [[] for _ in range(n)]
+        warnings: list[list[str]] = [[] for _ in range(n)]
+        m = self.model
         for j, f in enumerate(feats):
             col = norm[normalise_header(f)]
             v, bad = _numeric(table[col])
             values[:, j] = v
             for i in np.flatnonzero(bad):
                 errors[i].append(f"row {rows[i]}, column '{col}': {table[col].iloc[i]!r} is not a number")
+            known = BY_NAME.get(_ALIASES.get(normalise_header(f), ""))
+            seen = m.donors[:, j] if m.donors is not None and len(m.donors) else None
+            binary = m.mean[j] == 0 and m.sd[j] == 1 and (seen is None or set(np.unique(seen)) <= {0.0, 1.0})
+            for i in np.flatnonzero(np.isfinite(v)):
+                x = v[i]
+                if (known is not None and known.kind == "binary" or binary) and x not in (0.0, 1.0):
+                    errors[i].append(f"row {rows[i]}, column '{col}': {x:g}; {f} is 0 (no) or 1 (yes)")
+                elif known is not None and not known.valid[0] <= x <= known.valid[1]:
+                    errors[i].append(f"row {rows[i]}, column '{col}': {x:g} is impossible for {known.label.lower()} "
+                                     f"({known.valid[0]:g}-{known.valid[1]:g} {known.unit})")
+                elif known is not None and not known.plausible[0] <= x <= known.plausible[1]:
+                    warnings[i].append(f"{col} {x:g} is unusual ({known.plausible[0]:g}-{known.plausible[1]:g} "
+                                       f"{known.unit}); check the value and its unit")
+                elif seen is not None and not binary and not seen.min() <= x <= seen.max():
+                    warnings[i].append(f"{col} {x:g} lies outside the training cohort's range "
+                                       f"({seen.min():g}-{seen.max():g}); check the value and its unit")
         return ParsedPatients(ids=rows.astype(str).astype(object), values=values, errors=errors,
-                              warnings=[[] for _ in range(n)], rows=rows,
+                              warnings=warnings, rows=rows,
                               columns={f: norm[normalise_header(f)] for f in feats}, unknown_columns=[])
 
     def _check_missing(self, parsed) -> np.ndarray:

@@ -45,7 +45,7 @@ def simulate(n: int, seed: int, nonlinear: float = 0.5) -> pd.DataFrame:
     """A cohort with a known Cox structure (plus an optional non-linear age term)."""
     rng = np.random.default_rng(seed)
     age = rng.normal(55, 12, n)
-    ldh = rng.normal(260, 70, n)
+    ldh = np.maximum(rng.normal(260, 70, n), 40.0)   # U/L: never below 0 (the cohort reader refuses that)
     dys = rng.integers(0, 2, n)
     copd = (rng.random(n) < 0.2).astype(int)
     lp = (TRUE_BETA["age"] * (age - 55) + TRUE_BETA["ldh"] * (ldh - 260) + TRUE_BETA["dyspnea"] * dys

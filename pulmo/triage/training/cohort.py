@@ -7,7 +7,8 @@ bad input with messages that name the column and the rows:
 * the time or event column is absent; a feature named with ``features`` is absent;
 * an event cell that is not 0 or 1; a time cell that is empty, not a number, NaN,
   infinite, zero or negative (rows without follow-up cannot be used);
-* a feature cell that is not a number;
+* a feature cell that is not a number, or, for a feature Pulmo knows (age, ldh, copd, ...), a value
+  outside its possible range (age -40, copd 7);
 * a feature that has a single value among the rows used;
 * fewer than ``min_events`` events.
 
@@ -27,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from pulmo.errors import InputError
-from pulmo.triage.schema import FEATURE_NAMES, FEATURES, ID_COLUMNS, normalise_header
+from pulmo.triage.schema import _ALIASES, BY_NAME, FEATURE_NAMES, FEATURES, ID_COLUMNS, normalise_header
 
 #: Minimum number of events to train at all (a reliable model needs far more).
 MIN_EVENTS = 10
@@ -299,6 +300,15 @@ def cohort_from_table(
             more = f" and {i.size - 5} more row(s)" if i.size > 5 else ""
             raise InputError(f"column '{c}': feature values must be numbers (code yes/no as 1/0); "
                              f"{first}{more}.")
+        known = BY_NAME.get(_ALIASES.get(normalise_header(c), ""))
+        if known is not None:  # a feature Pulmo knows (age, ldh, ...): impossible values are refused
+            lo, hi = known.valid
+            out = np.flatnonzero(~miss & ~((v >= lo) & (v <= hi)))
+            if out.size:
+                first = ", ".join(f"row {rows[k]} has {v[k]:g}" for k in out[:5])
+                more = f" and {out.size - 5} more row(s)" if out.size > 5 else ""
+                raise InputError(f"column '{c}': {known.label.lower()} must lie in {lo:g}-{hi:g} {known.unit}; "
+                                 f"{first}{more}.")
         X[:, j] = v
         missing[:, j] = miss
     keep = ~missing.any(axis=1)
