@@ -8,11 +8,18 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_path(target: str | os.PathLike):
     """Yield a temporary path next to ``target``; rename it onto ``target`` on success.
 
-    On any exception the temporary file is removed and ``target`` is untouched.
+    On any exception the temporary file is removed and ``target`` is untouched. The file gets
+    the existing target's permissions, or those of a new file under the current umask.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -21,6 +28,11 @@ def atomic_path(target: str | os.PathLike):
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        try:  # mkstemp makes the file private (0600): give it the mode a plain open() would
+            mode = target.stat().st_mode & 0o777 if target.exists() else 0o666 & ~_umask()
+            os.chmod(tmp_path, mode)
+        except OSError:
+            pass
         os.replace(tmp_path, target)
     finally:
         tmp_path.unlink(missing_ok=True)
