@@ -30,7 +30,6 @@ import csv
 import json
 import math
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -56,18 +55,12 @@ def add_command(subparsers) -> None:
 # ----------------------------------------------------------------------------- reading
 
 def _read_labels(path: Path) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
 
-    from pulmo.ct.io.grey_image import MAX_SIDE
+    from pulmo.ct.io.grey_image import open_bounded_image
 
     try:
-        with warnings.catch_warnings():  # Pillow's DecompressionBombWarning: the size check below says it
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            im = Image.open(path)
-        with im:
-            if max(im.size) > MAX_SIDE:  # before decoding
-                raise InputError(f"{path}: {im.size[0]}x{im.size[1]} pixels is too large for a slice mask "
-                                 f"(at most {MAX_SIDE} per side)")
+        with open_bounded_image(path, str(path), what="slice mask") as im:
             im.load()
             if im.mode not in ("L", "P", "1", "I", "I;16"):
                 if im.mode in ("RGB", "RGBA", "LA"):
@@ -79,8 +72,6 @@ def _read_labels(path: Path) -> np.ndarray:
             return np.asarray(im).astype(np.int64) if im.mode != "1" else np.asarray(im).astype(np.int64) * 255
     except InputError:
         raise
-    except Image.DecompressionBombError as exc:  # so large that Pillow refuses to open it
-        raise InputError(f"{path}: far too large for a slice (at most {MAX_SIDE} pixels per side)") from exc
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise InputError(f"{path}: not a readable image ({exc})") from exc
 

@@ -19,6 +19,25 @@ MIN_STD = 4.0
 MAX_SIDE = 4096
 
 
+def open_bounded_image(path: Path, label: str, what: str = "CT slice"):
+    """``PIL.Image.open(path)`` (pixels not decoded yet), refused with :class:`InputError` when it is
+    over ``MAX_SIDE`` pixels per side (Pillow's decompression-bomb warning silenced, its error
+    reworded); ``label`` names the file in messages. Other read errors propagate (``OSError``, ...)."""
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():  # DecompressionBombWarning: the size check below says it
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(path)
+    except Image.DecompressionBombError as exc:  # so large that Pillow refuses to open it
+        raise InputError(f"{label}: far too large for a {what} (at most {MAX_SIDE} pixels per side)") from exc
+    w, h = im.size
+    if max(w, h) > MAX_SIDE:  # before decoding: a huge image is refused without reading its pixels
+        im.close()
+        raise InputError(f"{label}: {w}x{h} pixels is too large for a {what} (at most {MAX_SIDE} per side)")
+    return im
+
+
 def read_gray_image(path: str | Path) -> np.ndarray:
     """An 8-bit grey-level slice as ``uint8 (H, W)``; clear :class:`InputError` otherwise.
 
@@ -26,18 +45,11 @@ def read_gray_image(path: str | Path) -> np.ndarray:
     ``MAX_SIDE`` pixels per side are refused before their pixels are decoded.
     Grey images stored as RGB(A) (all channels within 8 levels) are accepted; colour images,
     16-bit/float images, 1-bit images, blank (uniform) images and unreadable files are refused."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import ImageOps, UnidentifiedImageError
 
     path = Path(path)
     try:
-        with warnings.catch_warnings():  # Pillow's DecompressionBombWarning: the size check below says it
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            im = Image.open(path)
-        with im:
-            w, h = im.size
-            if max(w, h) > MAX_SIDE:  # before decoding: a huge image is refused without reading its pixels
-                raise InputError(f"{path.name}: {w}x{h} pixels is too large for a CT slice "
-                                 f"(at most {MAX_SIDE} per side)")
+        with open_bounded_image(path, path.name) as im:
             im.load()
             im = ImageOps.exif_transpose(im)  # as viewers show it (phones and cameras store the rotation)
             mode = im.mode
@@ -56,8 +68,6 @@ def read_gray_image(path: str | Path) -> np.ndarray:
                 arr = np.asarray(im.convert("L"))
     except InputError:
         raise
-    except Image.DecompressionBombError as exc:  # so large that Pillow refuses to open it
-        raise InputError(f"{path.name}: far too large for a slice (at most {MAX_SIDE} pixels per side)") from exc
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise InputError(f"{path.name}: not a readable image ({exc})") from exc
     if arr.size and float(arr.std()) < MIN_STD:
