@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -63,15 +62,16 @@ def build_series(n_slices: int, dest: Path) -> Path:
 CHILD = r"""
 import json, resource, sys, time
 t0 = time.perf_counter()
-from pulmo.ct.pipeline import analyze_path, analyze_batch
+from pulmo.ct import analyze, analyze_batch, write_outputs
 t_import = time.perf_counter() - t0
 mode, src, out = sys.argv[1], sys.argv[2], sys.argv[3]
 t1 = time.perf_counter()
 if mode == "single":
-    res = analyze_path(src, out)
-    timings = res["timings_s"]
+    analysis = analyze(src)
+    written = write_outputs(analysis, out)
+    timings = {**analysis.timings, **written.timings}
 else:
-    rows = analyze_batch(src, out, prefetch=(mode == "batch-overlap"), show_progress=False)
+    rows = analyze_batch(src, out, prefetch=(mode == "batch-overlap"))
     timings = {"cases": len(rows), "failed": sum(r["status"] != "ok" for r in rows)}
 wall = time.perf_counter() - t1
 print(json.dumps({"wall_s": round(wall, 2), "import_s": round(t_import, 2), "timings": timings,

@@ -15,7 +15,7 @@ Target (issue): <= 5 s for the 300-slice volume on 2 CPU cores.
 
 ``--images N`` times instead what ``pulmo ct segment DIR`` does per 2D image: test-time
 augmentation (``tta=True``) on N 8-bit 256x256 slices (the volume's slices in the lung window,
-downsampled), one call per image as ``segment_image_folder`` makes them; it prints seconds per image.
+downsampled), one call per image as the 2D image path (``pulmo.ct.analyze``) makes them; it prints seconds per image.
 """
 
 from __future__ import annotations

@@ -22,6 +22,23 @@ from pulmo.errors import PulmoError
 # missing (a partial install) is simply not offered.
 GROUPS = ("triage", "ct", "validate")
 
+# What the command line adds to a library error of a given code (PulmoError.code): the library's
+# messages speak of data and settings, these name the flags that change them.
+HINTS = {
+    "file_too_large": " (raise it with --max-file-mb)",
+    "rescale_missing": " (--rescale-intercept, --rescale-slope)",
+    "no_2d_model": "; pass --lung-model/--lesion-model or set PULMO_CT_MODELS",
+    "images_in_subfolders": " (--batch)",
+    "training_horizon_beyond_follow_up": " (--horizons, --risk-horizon)",
+    "cox_separation": " (--ridge)",
+    "training_diverged": " (--learning-rate)",
+}
+
+
+def error_text(exc: PulmoError) -> str:
+    """The message of a library error with the command line's hint for its code, if any."""
+    return f"{exc}{HINTS.get(getattr(exc, 'code', None), '')}"
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -57,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except PulmoError as exc:
-        print(f"pulmo: error: {exc}", file=sys.stderr)
+        print(f"pulmo: error: {error_text(exc)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("pulmo: interrupted", file=sys.stderr)

@@ -53,7 +53,7 @@ def register(subparsers) -> None:
                        description="Analyse a chest CT. Writes results.json, lungs/lesions/regions.nii.gz "
                        "(input geometry), report.html and, from DICOM, SEG + TID 1500 SR + Secondary Capture.")
     _add_common(p, segment_only=False)
-    p.set_defaults(func=_analyze)
+    p.set_defaults(func=_run)
     p = sub.add_parser("segment", help="fast path: only lungs/lesions/regions masks",
                        description="Write only lungs.nii.gz, lesions.nii.gz and regions.nii.gz (and results.json). "
                        "For a folder of 8-bit PNG/JPG slices: <stem>_lungs.png and <stem>_lesions.png per image "
@@ -61,7 +61,7 @@ def register(subparsers) -> None:
                        "An image that cannot be segmented (colour, 16-bit, blank, unreadable, no lung) is listed in "
                        "summary.csv with its reason and the others are still written (exit status 1).")
     _add_common(p, segment_only=True)
-    p.set_defaults(func=_segment)
+    p.set_defaults(func=_run)
     p = sub.add_parser("series", help="list the series in a DICOM folder or zip")
     p.add_argument("input")
     p.add_argument("--json", action="store_true")
@@ -74,23 +74,41 @@ def register(subparsers) -> None:
         add_command(sub)
 
 
-def _options(args):
+def analysis_options(args, environ=None):
+    """The :class:`pulmo.ct.AnalysisOptions` of a ``pulmo ct`` command: its flags, then the
+    environment variables ``PULMO_CT_MODELS`` (a folder of plug-in models, or ``none`` for the
+    classical density method only), ``PULMO_CT_LOBE_TOOL`` / ``PULMO_CT_LOBE_LABELS`` (an
+    external lobe program) and ``PULMO_ONNX_THREADS`` (onnxruntime threads)."""
+    import math
+    import os
+
     from pulmo.ct.io import LoadOptions
-    from pulmo.ct.pipeline import AnalysisOptions
+    from pulmo.ct.options import AnalysisOptions
     from pulmo.errors import InputError
 
-    if args.max_file_mb <= 0:
-        raise InputError("--max-file-mb must be positive")
-    opts = AnalysisOptions(load=LoadOptions(
-        max_file_bytes=int(args.max_file_mb * 2**20), series_uid=args.series, no_hu=args.no_hu,
-        rescale_slope=args.rescale_slope, rescale_intercept=args.rescale_intercept),
+    env = os.environ if environ is None else environ
+    if not (math.isfinite(args.max_file_mb) and args.max_file_mb > 0):
+        raise InputError("--max-file-mb must be a positive number")
+    models_env = env.get("PULMO_CT_MODELS", "").strip()
+    models_off = models_env.lower() == "none"
+    seg_off = models_off or (args.seg_model or "").strip().lower() == "none"
+    threads_env = env.get("PULMO_ONNX_THREADS", "").strip()
+    lobe_tool = args.lobe_tool or env.get("PULMO_CT_LOBE_TOOL", "").strip() or None
+    lobe_labels = args.lobe_labels or env.get("PULMO_CT_LOBE_LABELS", "").strip() or "lungmask"
+    opts = AnalysisOptions(
+        load=LoadOptions(max_file_bytes=int(args.max_file_mb * 2**20), series_uid=args.series, no_hu=args.no_hu,
+                         rescale_slope=args.rescale_slope, rescale_intercept=args.rescale_intercept),
+        shipped_network=not seg_off, seg_model=None if seg_off else args.seg_model,
+        plugin_models=not models_off, models_dir=None if models_off or not models_env else models_env,
         lung_model=args.lung_model, lobe_model=args.lobe_model, lesion_model=args.lesion_model,
-        seg_model=args.seg_model, lobe_tool=args.lobe_tool, lobe_tool_labels=args.lobe_labels)
+        lobe_tool=lobe_tool, lobe_tool_labels=lobe_labels,
+        threads=int(threads_env) if threads_env.isdigit() and int(threads_env) > 0 else None,
+        segment_only=args.command == "segment")
     if args.lobe_tool or args.lobe_labels:  # check the command and scheme before any work
         from pulmo.ct.segment.lobe_tool import ExternalLobeTool, parse_scheme
 
         if args.lobe_tool:
-            ExternalLobeTool(args.lobe_tool, args.lobe_labels or "lungmask")
+            ExternalLobeTool(args.lobe_tool, lobe_labels)
         else:
             parse_scheme(args.lobe_labels)
     if hasattr(args, "ggo_hu"):
@@ -104,28 +122,56 @@ def _options(args):
     return opts
 
 
-def _run(args, segment_only: bool) -> int:
-    import warnings
+class _StageBar:
+    """A progress callback (``progress(stage, done)``) drawing a tqdm bar on standard error."""
 
-    from tqdm import tqdm
+    def __init__(self, total: int, desc: str, unit: str, disable: bool):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, disable=True if disable else None,
+                        leave=False)
+
+    def __call__(self, stage: str, done: bool) -> None:
+        if done:
+            self.bar.update(1)
+        else:
+            self.bar.set_description(stage)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _run(args) -> int:
+    import warnings
 
     # pydicom/highdicom warn about harmless quirks of real-world headers; results.json carries ours.
     warnings.filterwarnings("ignore", category=UserWarning, module=r"(pydicom|highdicom)\b.*")
 
-    from pulmo.ct.pipeline import analyze_batch, analyze_path
+    from pulmo.ct import analyze, analyze_batch, write_outputs
+    from pulmo.ct.batch import batch_items
+    from pulmo.ct.outputs import check_output_location
 
-    opts = _options(args)
+    opts = analysis_options(args)
     if args.batch:
-        rows = analyze_batch(args.input, args.output, opts, segment_only, show_progress=not args.no_progress)
+        bar = _StageBar(len(batch_items(Path(args.input))), "studies", "study", args.no_progress)
+        try:
+            rows = analyze_batch(args.input, args.output, opts, progress=bar)
+        finally:
+            bar.close()
         failed = [r for r in rows if r["status"] != "ok"]
         print(f"{len(rows) - len(failed)} of {len(rows)} studies analysed; summary: {Path(args.output) / 'summary.csv'}",
               file=sys.stderr)
         for r in failed:
             print(f"  {r['case']}: {r['error']}", file=sys.stderr)
         return 1 if failed else 0
-    with tqdm(total=10 if not segment_only else 5, desc="pulmo ct", unit="stage", file=sys.stderr,
-              disable=True if args.no_progress else None, leave=False) as bar:
-        results = analyze_path(args.input, args.output, opts, segment_only, progress=bar)
+    check_output_location(args.input, args.output)
+    bar = _StageBar(5 if opts.segment_only else 10, "pulmo ct", "stage", args.no_progress)
+    try:
+        analysis = analyze(args.input, opts, progress=bar)
+        write_outputs(analysis, args.output, progress=bar, source=args.input)
+    finally:
+        bar.close()
+    results = analysis.to_dict()
     if getattr(args, "json", False):
         print(json.dumps(results, indent=2, default=str))
     else:
@@ -163,12 +209,6 @@ def _print_summary(results: dict, outdir) -> None:
             print("not assessable: no severity score or pneumonia flag (see warnings)")
 
 
-def _analyze(args) -> int:
-    return _run(args, segment_only=False)
-
-
-def _segment(args) -> int:
-    return _run(args, segment_only=True)
 
 
 def _series(args) -> int:

@@ -67,10 +67,11 @@ def run(args: argparse.Namespace) -> int:
     table, _ = read_table(args.input)
     predictor = TriagePredictor(model, n_imputations=args.imputations, seed=args.seed,
                                 interval=args.interval, explain=args.explain)
-    result = predictor.predict(table)
-    if result.attrs.get("unknown_columns"):
+    batch = predictor.predict_records(table)
+    if batch.unused_columns:
         print("pulmo: note: columns not used by the model (kept in the output): "
-              + ", ".join(result.attrs["unknown_columns"]), file=sys.stderr)
+              + ", ".join(batch.unused_columns), file=sys.stderr)
+    result = batch.to_frame(table)
     n_failed, stop = report_row_errors(result, strict=args.strict)
     if stop:
         return 1
@@ -78,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     text = (result.to_json(orient="records", indent=1, force_ascii=False) if args.json
             else result.to_csv(index=False, float_format="%.10g"))
     write_text(args.output, text)
-    n_imp = int((result["n_imputations"] > 0).sum())
+    n_imp = sum(r.n_imputations > 0 for r in batch)
     print(f"pulmo: {len(result) - n_failed} of {len(result)} rows scored "
           f"({n_imp} with imputed values), {n_failed} failed. {DISCLAIMER}", file=sys.stderr)
     return 1 if n_failed else 0

@@ -12,7 +12,7 @@ from pulmo import DISCLAIMER
 from pulmo.errors import InputError
 from pulmo.cli.rows import report_row_errors, write_text
 from pulmo.io.tables import read_table
-from pulmo.triage.scores import SCORE_NAMES, SCORES, resolve_scores, score_patient, score_table
+from pulmo.triage.scores import SCORE_NAMES, SCORES, resolve_scores, score_patient, score_records
 
 
 def add_command(sub) -> None:
@@ -83,16 +83,16 @@ def run(args: argparse.Namespace) -> int:
     if args.output and Path(args.output).resolve() == Path(args.input).resolve():
         raise InputError("the output file would overwrite the input file; choose another name.")
     table, _ = read_table(args.input)
-    result = score_table(table, keys, assume_normal_if_missing=args.assume_normal, items=args.items)
+    batch = score_records(table, keys, assume_normal_if_missing=args.assume_normal, items=args.items)
+    result = batch.to_frame(table)
 
-    if result.attrs.get("unused_columns"):
+    if batch.unused_columns:
         print("pulmo: note: columns not used by the chosen scores (kept in the output): "
-              + ", ".join(result.attrs["unused_columns"]), file=sys.stderr)
-    failed = result["error"] != ""
+              + ", ".join(batch.unused_columns), file=sys.stderr)
+    valid = [p for p in batch if p.error is None]
     for k in keys:
-        valid = result.loc[~failed]
-        if len(valid) and valid[f"{k}_band"].isna().all():
-            common = Counter(m for cell in valid[f"{k}_missing"] for m in cell.split("; ") if m).most_common()
+        if valid and all(p.scores[k].band is None for p in valid):
+            common = Counter(m for p in valid for m in p.scores[k].missing).most_common()
             print(f"pulmo: note: {SCORES[k].title} could not be computed for any row; missing: "
                   + ", ".join(m for m, _ in common), file=sys.stderr)
     n_failed, stop = report_row_errors(result, strict=args.strict)
@@ -101,8 +101,8 @@ def run(args: argparse.Namespace) -> int:
     text = (result.to_json(orient="records", indent=1, force_ascii=False) + "\n" if args.json
             else result.to_csv(index=False))
     write_text(args.output, text)
-    bands = result[[f"{k}_band" for k in keys]]
-    n_none = int((~failed & bands.isna().all(axis=1)).sum())  # valid rows for which no chosen score could be computed
+    # valid rows for which no chosen score could be computed
+    n_none = sum(all(p.scores[k].band is None for k in keys) for p in valid)
     print(f"pulmo: {len(result) - n_failed - n_none} of {len(result)} rows scored"
           + (f", {n_none} with too few values for any of the scores (the *_missing columns say which)" if n_none else "")
           + f", {n_failed} failed ({', '.join(SCORES[k].title for k in keys)}). {DISCLAIMER}", file=sys.stderr)

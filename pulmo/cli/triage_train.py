@@ -10,6 +10,17 @@ from pulmo import DISCLAIMER
 from pulmo.errors import InputError
 
 
+#: How messages of the library name the settings on this command line.
+FLAGS = {
+    "folds": "--folds", "members_per_fold": "--members-per-fold", "hidden": "--hidden", "dropout": "--dropout",
+    "weight_decay": "--weight-decay", "cox_ridge": "--ridge", "learning_rate": "--learning-rate",
+    "max_epochs": "--epochs", "patience": "--patience", "batch_size": "--batch-size", "cox_ties": "--ties",
+    "horizons": "--horizons", "risk_horizon": "--risk-horizon", "risk_quantiles": "--risk-quantiles",
+    "risk_cutoffs": "--risk-cutoffs", "threads": "--threads",
+    "time": "--time", "event": "--event", "features": "--features",
+}
+
+
 def _floats(text: str, what: str, count: int | None = None) -> tuple[float, ...]:
     try:
         vals = tuple(float(x) for x in text.replace(";", ",").split(",") if x.strip())
@@ -114,14 +125,14 @@ def run(args: argparse.Namespace) -> int:
         risk_quantiles=_floats(args.risk_quantiles, "--risk-quantiles", 2) if args.risk_quantiles else (1 / 3, 2 / 3),
         risk_cutoffs=_floats(args.risk_cutoffs, "--risk-cutoffs", 2) if args.risk_cutoffs else None,
         threads=args.threads, min_events=args.min_events, donors=not args.no_donors,
-    ).check()
+    ).check(FLAGS)
+    require_torch()  # before the cohort is read: nothing to do without it
     cohort = load_cohort(args.cohort, time=args.time, event=args.event, features=features,
-                         min_events=cfg.min_events)
+                         min_events=cfg.min_events, setting_names=FLAGS)
     say = (lambda msg: None) if args.quiet else (lambda msg: print(f"pulmo: {msg}", file=sys.stderr, flush=True))
     say(f"{cohort.n} rows ({cohort.n_events} events) and {len(cohort.features)} features: "
         + ", ".join(cohort.features)
         + (f"; {cohort.dropped_missing} row(s) dropped for empty feature cells" if cohort.dropped_missing else ""))
-    require_torch()
     result = train_triage_model(cohort, cfg, progress=say)
     result.model.save(out)
     js, md = write_report(result.report, base)

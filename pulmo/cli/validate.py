@@ -170,11 +170,27 @@ def run_roc(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_prob(spec: str) -> tuple[float, str]:
+    """``--prob`` ``"30=prob_30d"`` -> (30.0, "prob_30d")."""
+    t, sep, col = spec.partition("=")
+    try:
+        h = float(t)
+    except ValueError:
+        h = float("nan")
+    if not sep or not col.strip() or not math.isfinite(h) or h <= 0:
+        raise InputError(f"--prob '{spec}': write HORIZON=COLUMN, e.g. 30=prob_30d "
+                         "(the predicted probability of the event by day 30).")
+    return h, col.strip()
+
+
 def run_survival(args: argparse.Namespace) -> int:
     from pulmo.stats.validate import validate_survival
 
     _check_outputs(args, [args.data])
-    v = validate_survival(args.data, args.time, args.event, args.risk, args.horizon, probs=args.prob,
+    if not args.risk and not args.prob:
+        raise InputError("give at least one --risk column (or --prob HORIZON=COLUMN).")
+    probs = [_parse_prob(p) for p in args.prob]
+    v = validate_survival(args.data, args.time, args.event, args.risk, args.horizon, probs=probs,
                           n_groups=args.groups, cutoffs=args.cutoffs, tau=args.tau,
                           conf_level=args.conf_level, calibration_groups=args.calibration_groups)
     _emit(args, v, "Survival model validation")

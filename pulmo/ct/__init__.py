@@ -15,9 +15,19 @@ Conventions (used everywhere in this subpackage)
 * Outputs (NIfTI masks, DICOM SEG) are written back in the *input's* geometry
   (see :meth:`pulmo.ct.volume.CTVolume.to_native`).
 
-Layers: :mod:`pulmo.ct.io` (loading), :mod:`pulmo.ct.segment` (numpy in,
-numpy out), :mod:`pulmo.ct.quantify`, :mod:`pulmo.ct.report` (writers),
-:mod:`pulmo.ct.pipeline` (service layer used by ``pulmo ct``).
+The API used by every face of Pulmo (the command line, the web service)::
+
+    from pulmo.ct import AnalysisOptions, analyze, write_outputs
+    analysis = analyze("study/")                  # in memory: nothing is written
+    analysis.lungs, analysis.lesions, analysis.regions    # uint8 (z, y, x) masks
+    analysis.quantification, analysis.warnings, analysis.pneumonia_flag
+    analysis.to_dict()                            # exactly results.json
+    write_outputs(analysis, "out/")               # NIfTI, report, DICOM SEG/SR/SC, results.json
+
+Layers: :mod:`pulmo.ct.io` (reading), :mod:`pulmo.ct.segment` (numpy in, numpy
+out), :mod:`pulmo.ct.quantify`, :mod:`pulmo.ct.analysis` (:func:`analyze`),
+:mod:`pulmo.ct.report` and :mod:`pulmo.ct.outputs` (writers), :mod:`pulmo.ct.batch`
+(a folder of studies), :mod:`pulmo.ct.evaluate` (masks against ground truth).
 
 Pulmo is a research tool, not a certified medical device.
 """
@@ -35,3 +45,21 @@ LOBE_LABELS = {
     1: "right upper lobe", 2: "right middle lobe", 3: "right lower lobe",
     4: "left upper lobe", 5: "left lower lobe",
 }
+
+
+_API = {
+    "analyze": "pulmo.ct.analysis", "CTAnalysis": "pulmo.ct.analysis", "ImageFolderAnalysis": "pulmo.ct.analysis",
+    "ImageResult": "pulmo.ct.analysis", "AnalysisOptions": "pulmo.ct.options", "LoadOptions": "pulmo.ct.io.options",
+    "write_outputs": "pulmo.ct.outputs", "WrittenOutputs": "pulmo.ct.outputs", "analyze_batch": "pulmo.ct.batch",
+    "read": "pulmo.ct.io", "CTVolume": "pulmo.ct.volume",
+}
+__all__ = ["LESION_LABELS", "LOBE_LABELS", "LUNG_LABELS", "SCHEMA_VERSION", "ZONE_LABELS", *_API]
+
+
+def __getattr__(name: str):
+    """The API names, imported on first use (``import pulmo.ct`` stays light)."""
+    if name in _API:
+        import importlib
+
+        return getattr(importlib.import_module(_API[name]), name)
+    raise AttributeError(f"module 'pulmo.ct' has no attribute {name!r}")

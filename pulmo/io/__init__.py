@@ -1,1 +1,2 @@
-"""File formats at the edge of Pulmo: tables, model files, images."""
+"""File formats at the edge of Pulmo: tables and what their cells mean (:mod:`pulmo.io.cells`),
+model files, images."""

@@ -4,13 +4,27 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 
 
+_UMASK_LOCK = threading.Lock()
+
+
 def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
+    """The process's umask, read without changing it where the system says it (Linux), so that
+    threads writing files at the same moment never see a temporary one."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    with _UMASK_LOCK:  # elsewhere: set and restore it (other threads' files may then be created with 022)
+        mask = os.umask(0o022)
+        os.umask(mask)
     return mask
 
 

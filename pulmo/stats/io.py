@@ -16,14 +16,11 @@ import numpy as np
 import pandas as pd
 
 from pulmo.errors import InputError
+from pulmo.io.cells import parse_binary, parse_numbers
 from pulmo.io.tables import read_table
 
 __all__ = ["load_table", "numeric_column", "binary_column", "label_column", "MaskImage",
            "read_mask", "match_masks", "MASK_SUFFIXES"]
-
-_TRUE = {"1", "1.0", "true", "yes", "y", "t"}
-_FALSE = {"0", "0.0", "false", "no", "n", "f"}
-
 
 def load_table(path: str | os.PathLike) -> tuple[pd.DataFrame, str]:
     """Read a CSV table (strings, index = spreadsheet row); refuse a table with no data rows."""
@@ -50,10 +47,11 @@ def _column(table: pd.DataFrame, col: str, source: str) -> pd.Series:
 
 
 def numeric_column(table: pd.DataFrame, col: str, source: str, *, what: str = "number") -> np.ndarray:
-    """A column of finite numbers; names the row of an empty, non-numeric, NaN or infinite cell."""
+    """A column of finite numbers; names the row of an empty, non-numeric, NaN or infinite cell
+    (cells are read by :func:`pulmo.io.cells.parse_numbers`; a missing-value token such as NA fails too)."""
     series = _column(table, col, source)
-    values = pd.to_numeric(series, errors="coerce").astype(float)
-    bad = values.isna() | ~np.isfinite(values.to_numpy())
+    values, missing, unreadable = parse_numbers(series)
+    bad = missing | unreadable | ~np.isfinite(values)
     if bad.any():
         row = series.index[bad][0]
         cell = series[row]
@@ -62,28 +60,26 @@ def numeric_column(table: pd.DataFrame, col: str, source: str, *, what: str = "n
         n_bad = int(bad.sum())
         more = f" ({n_bad - 1} more rows like it)" if n_bad > 1 else ""
         raise InputError(f"{source}: row {row}, column '{col}': '{cell}' {kind}; expected a {what}{more}.")
-    return values.to_numpy()
+    return values
 
 
 def binary_column(table: pd.DataFrame, col: str, source: str, *, require_both: bool = True,
                   meaning: str = "1 = positive, 0 = negative") -> np.ndarray:
-    """A 0/1 column (also true/false, yes/no) as booleans; refuses other values and, by
-    default, a column where one of the two values never occurs."""
+    """A 0/1 column (also true/false, yes/no, positive/negative: :func:`pulmo.io.cells.parse_binary`)
+    as booleans; refuses other values and, by default, a column where one of the two values never occurs."""
     series = _column(table, col, source)
-    text = series.astype(str).str.strip().str.lower()
-    is_true, is_false = text.isin(_TRUE), text.isin(_FALSE)
-    bad = ~(is_true | is_false)
+    values, missing, unreadable = parse_binary(series)
+    bad = missing | unreadable | ((values != 0) & (values != 1) & ~np.isnan(values))
     if bad.any():
         row = series.index[bad][0]
         found = ", ".join(f"'{v}'" for v in list(dict.fromkeys(series.astype(str)))[:8])
         raise InputError(f"{source}: column '{col}' must be binary ({meaning}); row {row} has "
                          f"'{series[row]}'. Values found: {found}.")
-    out = is_true.to_numpy()
+    out = values == 1
     if require_both and (out.all() or not out.any()):
-        which = "1" if out.all() else "0"
-        missing = "0" if out.all() else "1"
+        which, absent = ("1", "0") if out.all() else ("0", "1")
         raise InputError(f"{source}: column '{col}' is {which} in all {len(out)} rows; the analysis "
-                         f"needs both classes (no row has {missing}).")
+                         f"needs both classes (no row has {absent}).")
     return out
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats
 
-from pulmo.stats._checks import conf_level as _check_level
+from pulmo.stats.checks import conf_level as _check_level
 
 
 def clopper_pearson(k, n, conf_level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:

@@ -74,7 +74,7 @@ def _ci(v, i):
 
 
 def csv_rows(result: dict) -> tuple[list[str], list[dict]]:
-    """The flat table written by ``--csv``: (columns, rows)."""
+    """The flat results table (one row per measure): (columns, rows)."""
     kind = result.get("analysis")
     rows: list[dict] = []
     if kind == "roc":
@@ -154,7 +154,7 @@ def _cell(v):
 
 
 def to_csv(result: dict) -> str:
-    """The ``--csv`` table as text (empty cell for a missing or NaN value)."""
+    """The flat results table as CSV text (empty cell for a missing or NaN value)."""
     cols, rows = csv_rows(result)
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")

@@ -50,7 +50,7 @@ import numpy as np
 from scipy import stats
 
 from pulmo.errors import InputError
-from pulmo.stats._checks import binary_truth, both_classes, conf_level as _check_level, finite
+from pulmo.stats.checks import binary_truth, both_classes, conf_level as _check_level, finite
 from pulmo.stats.proportions import clopper_pearson
 
 __all__ = [

@@ -42,7 +42,8 @@ from scipy import ndimage
 
 from pulmo.errors import InputError
 
-__all__ = ["SegmentationMetrics", "segmentation_metrics", "aggregate", "mean_ci", "METRICS"]
+__all__ = ["SegmentationMetrics", "segmentation_metrics", "overlap", "dice_from_overlap", "aggregate", "mean_ci",
+           "METRICS"]
 
 #: Per-case metric names, in report order.
 METRICS = ("dice", "iou", "hd95", "hausdorff", "surface_dice")
@@ -82,6 +83,21 @@ def _check(pred, gt, spacing) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]
     return p.astype(bool), g.astype(bool), sp
 
 
+def overlap(pred, gt) -> tuple[int, int]:
+    """``(|P n G|, |P| + |G|)`` of two boolean masks of one shape (any dimension): the counts Dice
+    is made of (summed over cases they give the pooled Dice). Cheap: no surface distances."""
+    p, g = np.asarray(pred, bool), np.asarray(gt, bool)
+    if p.shape != g.shape:
+        raise InputError(f"prediction and ground-truth masks differ in shape: {p.shape} vs {g.shape}")
+    return int(np.count_nonzero(p & g)), int(np.count_nonzero(p)) + int(np.count_nonzero(g))
+
+
+def dice_from_overlap(intersection: int, total: int, empty: float = float("nan")) -> float:
+    """Dice ``2 |P n G| / (|P| + |G|)`` from the counts of :func:`overlap`; ``empty`` when both
+    masks are empty (``total`` 0): NaN by default, 1.0 in :func:`segmentation_metrics`."""
+    return empty if total == 0 else 2.0 * intersection / total
+
+
 def segmentation_metrics(pred, gt, spacing=None, tolerance: float = 1.0) -> SegmentationMetrics:
     """Dice, IoU, HD95, Hausdorff and surface Dice of one binary mask pair.
 
@@ -100,9 +116,9 @@ def segmentation_metrics(pred, gt, spacing=None, tolerance: float = 1.0) -> Segm
     if np_ == 0 or ng == 0:
         return SegmentationMetrics(0.0, 0.0, np.inf, np.inf, 0.0, tol, vp, vg,
                                    "prediction" if np_ == 0 else "reference")
-    inter = int(np.count_nonzero(p & g))
-    dice = 2 * inter / (np_ + ng)
-    iou = inter / (np_ + ng - inter)
+    inter, total = overlap(p, g)
+    dice = dice_from_overlap(inter, total)
+    iou = inter / (total - inter)
     # Crop to the bounding box of both masks, one voxel of margin (zeros outside the image).
     idx = np.argwhere(p | g)
     lo, hi = idx.min(axis=0), idx.max(axis=0) + 1

@@ -15,7 +15,7 @@ from itertools import combinations
 import numpy as np
 
 from pulmo.errors import InputError
-from pulmo.stats._checks import as_1d, binary_truth, conf_level as _check_level, finite
+from pulmo.stats.checks import as_1d, binary_truth, conf_level as _check_level, finite
 from pulmo.stats.roc import AUC, AUCComparison, delong_auc, delong_unpaired_test
 
 __all__ = ["SubgroupLevel", "SubgroupComparison", "SubgroupTable", "subgroup_table", "band",

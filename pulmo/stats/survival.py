@@ -31,7 +31,7 @@ not at risk of being censored at ``t``. An event at ``T_i`` is weighted ``1 / G(
 still event-free at ``t`` ``1 / G(t)``.
 
 Harrell's C is computed in O(n log n) (sorting plus the vectorised dominance count of
-:mod:`pulmo.stats._dominance`): 1,000,000 subjects take about a second.
+:mod:`pulmo.stats.dominance`): 1,000,000 subjects take about a second.
 """
 
 from __future__ import annotations
@@ -43,8 +43,8 @@ from scipy import stats
 from scipy.integrate import trapezoid
 
 from pulmo.errors import InputError
-from pulmo.stats._checks import as_1d, binary_truth, conf_level as _check_level, finite
-from pulmo.stats._dominance import prefix_smaller_flag, prefix_smaller_float
+from pulmo.stats.checks import as_1d, binary_truth, conf_level as _check_level, finite
+from pulmo.stats.dominance import prefix_smaller_flag, prefix_smaller_float
 
 __all__ = [
     "Concordance", "KaplanMeier", "LogRank", "TimeDependentAUC", "Calibration",
@@ -256,7 +256,7 @@ def _concordance_counts(trank: np.ndarray, event: np.ndarray, risk: np.ndarray, 
     Subjects are put in order of K = (time, events before censorings) and then risk; the
     partners of an earlier event are the subjects with a larger K. Values are the ranks
     by (risk, position), so within a K group no pair is counted and the dominance count of
-    :func:`~pulmo.stats._dominance.prefix_smaller` gives, per subject, the later subjects
+    :func:`~pulmo.stats.dominance.prefix_smaller` gives, per subject, the later subjects
     with a smaller risk and the earlier events with a larger risk.
     """
     n = len(trank)

@@ -51,15 +51,15 @@ def parse_group_spec(text: str) -> GroupSpec:
     col, sep, rest = text.partition(":")
     col = col.strip()
     if not col:
-        raise InputError(f"--by '{text}': give a column name, optionally with band edges (age:40,65).")
+        raise InputError(f"subgroup '{text}': give a column name, optionally with band edges (age:40,65).")
     if not sep:
         return GroupSpec(col)
     try:
         edges = tuple(float(x) for x in rest.split(",") if x.strip())
     except ValueError:
-        raise InputError(f"--by '{text}': band edges must be numbers, e.g. age:40,65.") from None
+        raise InputError(f"subgroup '{text}': band edges must be numbers, e.g. age:40,65.") from None
     if not edges or not all(np.isfinite(edges)):
-        raise InputError(f"--by '{text}': band edges must be numbers, e.g. age:40,65.")
+        raise InputError(f"subgroup '{text}': band edges must be numbers, e.g. age:40,65.")
     return GroupSpec(col, edges)
 
 
@@ -100,11 +100,15 @@ def _downsample(x: np.ndarray, y: np.ndarray, k: int = 2000) -> tuple[np.ndarray
 def validate_roc(path: str | os.PathLike, truth: str, scores: list[str], by: list[GroupSpec] = (),
                  *, conf_level: float = 0.95, bootstrap: int = 0, seed: int = 2020,
                  thresholds: list[float] = ()) -> Validation:
-    """ROC analysis of one or more score columns against a 0/1 truth column."""
+    """ROC analysis of one or more score columns against a 0/1 truth column.
+
+    ``scores``: score columns (a higher score means more likely positive); ``by``: subgroup
+    columns; ``thresholds``: scores at which to report sensitivity, specificity, PPV and NPV.
+    """
     if not scores:
-        raise InputError("give at least one --score column.")
+        raise InputError("give at least one score column.")
     if len(set(scores)) != len(scores):
-        raise InputError("a --score column is given twice.")
+        raise InputError("a score column is given twice.")
     table, source = load_table(path)
     y = binary_column(table, truth, source)
     S = {s: numeric_column(table, s, source, what="score") for s in scores}
@@ -180,25 +184,20 @@ SURVIVAL_CONVENTIONS = {
 }
 
 
-def _parse_prob(spec: str) -> tuple[float, str]:
-    t, sep, col = spec.partition("=")
-    try:
-        h = float(t)
-    except ValueError:
-        h = float("nan")
-    if not sep or not col.strip() or not np.isfinite(h) or h <= 0:
-        raise InputError(f"--prob '{spec}': write HORIZON=COLUMN, e.g. 30=prob_30d "
-                         "(the predicted probability of the event by day 30).")
-    return h, col.strip()
-
-
 def validate_survival(path: str | os.PathLike, time: str, event: str, risks: list[str],
-                      horizons: list[float] = (), *, probs: list[str] = (), n_groups: int = 3,
+                      horizons: list[float] = (), *, probs: list[tuple[float, str]] = (), n_groups: int = 3,
                       cutoffs: list[float] | None = None, tau: float | None = None,
                       conf_level: float = 0.95, calibration_groups: int = 10) -> Validation:
-    """Discrimination, calibration and risk-group survival of survival-model outputs."""
+    """Discrimination, calibration and risk-group survival of survival-model outputs.
+
+    ``time`` (follow-up, > 0, any unit) and ``event`` (1 = event, 0 = censored) name columns;
+    ``risks``: risk-score columns (a higher risk means an earlier event); ``horizons``: times (in
+    the unit of ``time``) for the time-dependent AUC and survival by risk group; ``probs``:
+    ``(horizon, column)`` pairs, the column holding the predicted probability of the event by
+    that horizon.
+    """
     if not risks and not probs:
-        raise InputError("give at least one --risk column (or --prob HORIZON=COLUMN).")
+        raise InputError("give at least one risk column or one column of predicted probabilities.")
     table, source = load_table(path)
     t = numeric_column(table, time, source, what="survival time")
     if (t <= 0).any():
@@ -212,11 +211,17 @@ def validate_survival(path: str | os.PathLike, time: str, event: str, risks: lis
     hs = sorted(set(float(h) for h in horizons))
     for h in hs:
         if not np.isfinite(h) or h <= 0:
-            raise InputError(f"--horizon {h:g}: horizons must be positive times.")
+            raise InputError(f"horizon {h:g}: horizons must be positive times.")
     if hs and hs[-1] >= float(t.max()):  # nobody is followed that long: every figure there is an extrapolation
-        raise InputError(f"--horizon {hs[-1]:g}: at or beyond the longest follow-up in {source} "
+        raise InputError(f"horizon {hs[-1]:g}: at or beyond the longest follow-up in {source} "
                          f"({float(t.max()):g}); give horizons within the follow-up.")
-    prob_specs = [_parse_prob(p) for p in probs]
+    prob_specs = []
+    for h, col in probs:
+        h = float(h)
+        if not np.isfinite(h) or h <= 0:
+            raise InputError(f"predicted probabilities of column '{col}': the horizon must be a positive "
+                             f"time, not {h:g}.")
+        prob_specs.append((h, str(col)))
     R = {r: numeric_column(table, r, source, what="risk score") for r in risks}
     P = {}
     for h, col in prob_specs:
@@ -292,9 +297,9 @@ def _conc_dict(c: _surv.Concordance) -> dict:
 
 SEGMENTATION_CONVENTIONS = {
     "matching": "masks are paired by file name without .nii/.nii.gz/.png",
-    "labels": "without --labels any non-zero voxel is foreground; with --labels each label separately",
+    "labels": "without chosen labels any non-zero voxel is foreground; with chosen labels each label separately",
     "surface": "voxels with a face neighbour outside the mask (image border counts); distances in "
-               "physical units (NIfTI spacing, mm; PNG pixels unless --spacing)",
+               "physical units (NIfTI spacing, mm; PNG pixels unless a voxel spacing is given)",
     "hd95": "95th percentile of the pooled symmetric surface distances (medpy hd95)",
     "surface_dice": "fraction of both surfaces within the tolerance of the other surface",
     "empty": "both masks empty: Dice = IoU = surface Dice = 1, HD95 = 0; one empty: Dice = IoU = "
@@ -305,7 +310,12 @@ SEGMENTATION_CONVENTIONS = {
 
 def validate_segmentation(pred_dir, gt_dir, *, labels: list[int] | None = None, tolerance: float = 1.0,
                           spacing: list[float] | None = None) -> Validation:
-    """Per-case and summary Dice, IoU, HD95, Hausdorff and surface Dice of two mask folders."""
+    """Per-case and summary Dice, IoU, HD95, Hausdorff and surface Dice of two mask folders.
+
+    ``labels``: label values evaluated separately (default: any non-zero voxel); ``tolerance``:
+    surface-Dice tolerance in physical units (mm for NIfTI); ``spacing``: voxel size per axis for
+    all masks, overriding the files'.
+    """
     pairs, extra_pred, missing_pred = match_masks(pred_dir, gt_dir)
     if missing_pred:
         shown = ", ".join(missing_pred[:20]) + (" ..." if len(missing_pred) > 20 else "")
@@ -314,7 +324,7 @@ def validate_segmentation(pred_dir, gt_dir, *, labels: list[int] | None = None, 
     if not pairs:
         raise InputError("no case has both a prediction and a reference mask with the same name.")
     if spacing is not None and not all(np.isfinite(s) and s > 0 for s in spacing):
-        raise InputError("--spacing: voxel sizes must be positive numbers.")
+        raise InputError("the voxel spacing must be positive numbers.")
     problems: list[str] = []
     cases = []
     for cid, pp, gp in pairs:
@@ -333,7 +343,7 @@ def validate_segmentation(pred_dir, gt_dir, *, labels: list[int] | None = None, 
             continue
         sp = tuple(spacing) if spacing is not None else gm.spacing
         if len(sp) != gm.data.ndim:
-            problems.append(f"case '{cid}': --spacing has {len(sp)} values but the masks have "
+            problems.append(f"case '{cid}': the voxel spacing has {len(sp)} values but the masks have "
                             f"{gm.data.ndim} dimensions")
             continue
         cases.append((cid, pm.data, gm.data, sp))

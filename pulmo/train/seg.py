@@ -12,63 +12,89 @@
 ``--out``; ``train.log`` records the losses. Seeded: the same command on the same
 data and thread count gives the same weights. See ``docs/models.md`` for the recipe.
 
+The same as Python functions, whose parameters are the flags (``-`` written ``_``); bad
+parameters raise :class:`pulmo.errors.InputError`, unusable model files
+:class:`pulmo.errors.ModelError`, naming the parameter in quotes (``'p_png'``)::
+
+    result = train(TrainConfig(out="build/seg/run1", arch="seg-2d-3", iters=5000), log=print)
+    export("build/seg/run1", int8=True, tta_sizes=(224, 256, 288))   # -> path of the ONNX file
+    pseudo_labels("TEACHER.onnx", "PSEUDO.npz")                       # for TrainConfig(png_pseudo=...)
+    set_minor_lesion_share("IN.onnx", "OUT.onnx", 0.02)
+    float_image_conv("OLD.onnx", "NEW.onnx")
+
 Needs the ``train`` extra (PyTorch, onnx); imported lazily so that the package
 never needs PyTorch to predict.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
 
 from pulmo.ct.models.runtime import LOGITS_OUTPUT
+from pulmo.errors import InputError, ModelError, PulmoError
 from pulmo.train import seg_data as D
 
 REPO = Path(__file__).resolve().parents[2]
+DEFAULT_DATA = D.default_data_root()
+DEFAULT_CACHE = REPO / "build" / "seg" / "cache.npz"
+#: What ``tta_sizes`` (test-time augmentation input sizes, pixels) must be.
+TTA_SIZES_RULE = "multiples of 16 of at least 64"
 
 
 # ----------------------------------------------------------------------------- data
 
-def build_cache(root: Path, cache: Path) -> dict:
-    """Load every training source once (the DICOM series takes ~20 s) into an .npz."""
+def build_cache(data: Path, cache: Path) -> dict:
+    """Every training source as arrays (``png_im``, ``png_lu``, ``png_le``, ``ms_im``, ``ms_le``,
+    ``hu``, ``hu_lu``): read from the ``cache`` .npz when it exists, else from the folder ``data``
+    (the DICOM series takes ~20 s) and saved there."""
+    data, cache = Path(data), Path(cache)
     if cache.is_file():
         with np.load(cache, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
     missing = [d for d in ("seg2d/covid19-ct-seg-png/ct", "seg2d/medseg-train/images", "ct/lidc-idri-0001")
-               if not (root / d).is_dir() or not any((root / d).iterdir())]
+               if not (data / d).is_dir() or not any((data / d).iterdir())]
     if missing:
-        raise SystemExit(f"--data {root}: no training data at {', '.join(missing)} (and no cache at {cache}); "
+        raise InputError(f"'data' {data}: no training data at {', '.join(missing)} (and no cache at {cache}); "
                          "see docs/models.md")
-    names, idx, im, lu, le = D.load_png_set(root)
+    names, idx, im, lu, le = D.load_png_set(data)
     train = idx < D.PNG_TEST_START - D.PNG_GAP
-    ms_train, _ = D.medseg_names(root)
-    ms_im, ms_le = D.load_medseg(root, ms_train)
-    hu, hu_lungs, _ = D.load_lidc(root)
-    data = dict(png_im=im[train], png_lu=lu[train], png_le=le[train], ms_im=ms_im, ms_le=ms_le,
-                hu=hu.astype(np.float32), hu_lu=hu_lungs)
+    ms_train, _ = D.medseg_names(data)
+    ms_im, ms_le = D.load_medseg(data, ms_train)
+    hu, hu_lungs, _ = D.load_lidc(data)
+    arrays = dict(png_im=im[train], png_lu=lu[train], png_le=le[train], ms_im=ms_im, ms_le=ms_le,
+                  hu=hu.astype(np.float32), hu_lu=hu_lungs)
     cache.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(cache, **data)
-    return data
+    np.savez_compressed(cache, **arrays)
+    return arrays
+
+
+def batch_mix(p_medseg: float, p_png: float) -> np.ndarray:
+    """Probabilities ``[MedSeg, PNG, LIDC]`` of the source of each slice of a batch, from the
+    shares of MedSeg and PNG slices (LIDC HU slices take the rest); impossible shares are refused."""
+    if not (0 <= p_png <= 1):
+        raise InputError(f"'p_png' must lie in 0..1, not {p_png:g}")
+    if not (0 <= p_medseg and p_medseg + p_png <= 1 + 1e-9):
+        raise InputError(f"'p_medseg' must lie in 0..{1 - p_png:g} (PNG slices take {p_png:g} of each batch, "
+                         f"LIDC slices the rest), not {p_medseg:g}")
+    return np.array([p_medseg, p_png, max(0.0, 1 - p_medseg - p_png)])
 
 
 class Sampler:
     """Draws mixed batches: MedSeg (full 3-class lesions), PNG (binary lesions, L/R lungs;
     3-class pseudo labels instead when ``data`` holds ``png_le3``), LIDC HU slices with simulated
-    lesions (or none) in a randomised lung window."""
+    lesions (or none) in a randomised lung window. ``p_ms``, ``p_png``: shares of MedSeg and PNG
+    slices (:func:`batch_mix`)."""
 
     def __init__(self, data: dict, rng: np.random.Generator, p_ms=0.35, p_png=0.45):
         self.d, self.rng = data, rng
-        if not (0 <= p_png <= 1):
-            raise SystemExit(f"--p-png must lie in 0..1, not {p_png:g}")
-        if not (0 <= p_ms and p_ms + p_png <= 1 + 1e-9):
-            raise SystemExit(f"--p-medseg must lie in 0..{1 - p_png:g} (PNG slices take {p_png:g} of each batch, "
-                             f"LIDC slices the rest), not {p_ms:g}")
-        self.p = np.array([p_ms, p_png, max(0.0, 1 - p_ms - p_png)])
+        self.p = batch_mix(p_ms, p_png)
 
     def one(self):
         d, rng = self.d, self.rng
@@ -210,122 +236,230 @@ def losses(torch, F, lung_logits, les_logits, lu, le, lm, em, les_weights=(1.0, 
     return total, parts
 
 
-def train(args) -> None:
+# ----------------------------------------------------------------------------- training
+
+def _reworded(exc: PulmoError, message: str) -> PulmoError:
+    """``exc``'s class and ``code`` with another message (the parameter it concerns added)."""
+    new = type(exc)(message)
+    new.code = getattr(exc, "code", None)
+    return new
+
+
+def _whole(name: str, value, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise InputError(f"'{name}' must be a whole number of at least {low}, not {value!r}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Parameters of one training run (the flags of ``python -m pulmo.train.seg train``, same names).
+
+    ``out``: run folder (``checkpoint.pt``, ``final.pt``, ``train.log``); a run whose folder holds
+    a checkpoint resumes from it. ``data``: the shared data folder; ``cache``: the .npz of
+    :func:`build_cache`. ``arch``: a key of :data:`pulmo.train.seg_net.ARCHS`. ``iters``: the
+    iteration the run ends at (one cosine learning-rate cycle from the start, peak ``lr``);
+    ``batch`` slices per iteration; ``threads`` torch threads; a checkpoint every ``ckpt_every``
+    iterations. ``p_medseg``, ``p_png``: shares of MedSeg and PNG slices in a batch (LIDC the rest);
+    ``p_clean``: share of 8-bit slices given geometric augmentation only, from iteration
+    ``p_clean_from``. ``ggo_weight``, ``cons_weight``: cross-entropy class weights. ``png_pseudo``:
+    an .npz of :func:`pseudo_labels` (3-class labels for the PNG slices). ``dropout``: on the
+    head's input, training only. ``init_onnx``: start from an exported file of the same ``arch``
+    (ignored when ``out`` holds a checkpoint). Bad values raise :class:`InputError` here.
+    """
+
+    out: Path
+    data: Path = DEFAULT_DATA
+    cache: Path = DEFAULT_CACHE
+    arch: str = "seg-2d-3"
+    iters: int = 4000
+    batch: int = 12
+    lr: float = 3e-3
+    seed: int = 0
+    threads: int = 1
+    ckpt_every: int = 100
+    p_medseg: float = 0.35
+    p_png: float = 0.45
+    p_clean: float = 0.0
+    p_clean_from: int = 0
+    ggo_weight: float = 2.0
+    cons_weight: float = 2.0
+    png_pseudo: Path | None = None
+    dropout: float = 0.0
+    init_onnx: Path | None = None
+
+    def __post_init__(self):
+        for name in ("out", "data", "cache", "png_pseudo", "init_onnx"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, Path(value))
+        for name, low in (("iters", 0), ("batch", 1), ("threads", 1), ("ckpt_every", 1), ("p_clean_from", 0),
+                          ("seed", 0)):
+            _whole(name, getattr(self, name), low)
+        if not (0 <= self.dropout < 1):
+            raise InputError(f"'dropout' must lie in 0..1 (exclusive), not {self.dropout:g}")
+        if not (0 <= self.p_clean <= 1):
+            raise InputError(f"'p_clean' must lie in 0..1, not {self.p_clean:g}")
+        batch_mix(self.p_medseg, self.p_png)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What :func:`train` did: ``final`` (``final.pt``: ``arch`` and ``model`` state dict) and
+    ``checkpoint`` paths, the ``iterations`` done in all, the iteration this call ``started`` at
+    (> 0: resumed from the checkpoint) and its training time in ``seconds``."""
+
+    final: Path
+    checkpoint: Path
+    iterations: int
+    started: int
+    seconds: float
+
+
+def train(config: TrainConfig, log: Callable[[str], None] | None = None) -> TrainResult:
+    """Train (or resume) the network of ``config``; ``log`` receives progress lines ("resumed
+    from ...", "initialised ...", and every 20 iterations the JSON loss line also written to
+    ``train.log``). Sets torch's thread count to ``config.threads``."""
     import torch
     import torch.nn.functional as F
 
     from pulmo.train.seg_net import SegNet
 
-    torch.set_num_threads(args.threads)
+    say = log or (lambda line: None)
+    torch.set_num_threads(config.threads)
     try:
         torch.set_num_interop_threads(1)
     except RuntimeError:  # already set in this process (a second call from the same interpreter)
         pass
-    out = Path(args.out)
+    out = config.out
     ck = out / "checkpoint.pt"
-    torch.manual_seed(args.seed)
-    if not (0 <= args.dropout < 1):
-        raise SystemExit(f"--dropout must lie in 0..1 (exclusive), not {args.dropout:g}")
-    net = SegNet.from_arch(args.arch, dropout=args.dropout)
+    torch.manual_seed(config.seed)
+    net = SegNet.from_arch(config.arch, dropout=config.dropout)
     init = None
-    if args.init_onnx and not ck.is_file():  # checked before the data are read
+    if config.init_onnx is not None and not ck.is_file():  # checked before the data are read
         from pulmo.train.seg_init import calibration_images, init_from_onnx, matched_convolutions, onnx_conv_weights
 
-        init = onnx_conv_weights(Path(args.init_onnx))
-        matched_convolutions(net, init, source=args.init_onnx, size=D.SIZE)
-    data = build_cache(Path(args.data), Path(args.cache))
-    if args.png_pseudo:
-        data["png_le3"] = load_png_pseudo(Path(args.png_pseudo), data["png_le"])
-    opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
-    rng = np.random.default_rng(args.seed)
-    gen = torch.Generator().manual_seed(args.seed)
+        try:
+            init = onnx_conv_weights(config.init_onnx)
+            matched_convolutions(net, init, source=str(config.init_onnx), size=D.SIZE)
+        except PulmoError as exc:
+            raise _reworded(exc, f"'init_onnx' {exc}") from None
+    data = build_cache(config.data, config.cache)
+    if config.png_pseudo is not None:
+        try:
+            data["png_le3"] = load_png_pseudo(config.png_pseudo, data["png_le"])
+        except PulmoError as exc:
+            raise _reworded(exc, f"'png_pseudo' {exc}") from None
+    opt = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=1e-4)
+    rng = np.random.default_rng(config.seed)
+    gen = torch.Generator().manual_seed(config.seed)
     start = 0
     if ck.is_file():
         state = torch.load(ck, weights_only=False)
-        if state.get("arch", "seg-2d-1") != args.arch:
-            raise SystemExit(f"{ck} holds a {state.get('arch', 'seg-2d-1')} network, not {args.arch}: "
-                             "use another --out or the same --arch")
+        if state.get("arch", "seg-2d-1") != config.arch:
+            raise InputError(f"{ck} holds a {state.get('arch', 'seg-2d-1')} network, not {config.arch}: "
+                             "use another 'out' or the same 'arch'")
         net.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         rng.bit_generator.state = state["np_rng"]
         gen.set_state(state["torch_gen"])
         start = state["iter"]
-        print(f"resumed from {ck} at iteration {start}", flush=True)
+        say(f"resumed from {ck} at iteration {start}")
     elif init is not None:
-        n = init_from_onnx(net, init, calibration_images(data), source=args.init_onnx)
-        print(f"initialised {n} convolutions from {args.init_onnx}", flush=True)
-    sampler = Sampler(data, rng, p_ms=args.p_medseg, p_png=args.p_png)
+        n = init_from_onnx(net, init, calibration_images(data), source=str(config.init_onnx))
+        say(f"initialised {n} convolutions from {config.init_onnx}")
+    sampler = Sampler(data, rng, p_ms=config.p_medseg, p_png=config.p_png)
     out.mkdir(parents=True, exist_ok=True)
-    log = open(out / "train.log", "a")
     t0 = time.time()
     net.train()
-    for it in range(start, args.iters):
-        lr = args.lr * (min(1.0, (it + 1) / 100) * 0.5 * (1 + math.cos(math.pi * it / args.iters)))
-        for g in opt.param_groups:
-            g["lr"] = lr
-        x, lu, le, lm, em = sampler.batch(args.batch)
-        keep = None
-        if args.p_clean > 0 and it >= args.p_clean_from:  # 8-bit slices (MedSeg, PNG; not the windowed HU ones) keep their grey levels
-            eight_bit = torch.from_numpy((lm == D.LUNG_POSITIVE_ONLY) | (em == D.LES_BINARY) | (em == D.LES_PSEUDO))
-            keep = eight_bit & (torch.rand(len(lm), generator=gen) < args.p_clean)
-        x, lu, le, lm = augment(torch, F, torch.from_numpy(x), torch.from_numpy(lu), torch.from_numpy(le),
-                                torch.from_numpy(lm), gen, keep_intensity=keep)
-        lung_logits, les_logits = net(x)
-        loss, parts = losses(torch, F, lung_logits, les_logits, lu, le, lm, torch.from_numpy(em),
-                             les_weights=(1.0, args.ggo_weight, args.cons_weight))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if (it + 1) % 20 == 0:
-            msg = json.dumps({"iter": it + 1, "loss": round(loss.item(), 4), "lr": round(lr, 6),
-                              "s": round(time.time() - t0, 1), **{k: round(v, 4) for k, v in parts.items()}})
-            print(msg, flush=True)
-            log.write(msg + "\n")
-            log.flush()
-        if (it + 1) % args.ckpt_every == 0 or it + 1 == args.iters:
-            tmp = out / "checkpoint.tmp"
-            torch.save({"model": net.state_dict(), "opt": opt.state_dict(), "np_rng": rng.bit_generator.state,
-                        "torch_gen": gen.get_state(), "iter": it + 1, "arch": args.arch}, tmp)
-            tmp.replace(ck)
-    torch.save({"arch": args.arch, "model": net.state_dict()}, out / "final.pt")
-    print(f"done: {args.iters} iterations, {time.time() - t0:.0f} s this session", flush=True)
+    with open(out / "train.log", "a") as train_log:
+        for it in range(start, config.iters):
+            lr = config.lr * (min(1.0, (it + 1) / 100) * 0.5 * (1 + math.cos(math.pi * it / config.iters)))
+            for g in opt.param_groups:
+                g["lr"] = lr
+            x, lu, le, lm, em = sampler.batch(config.batch)
+            keep = None
+            if config.p_clean > 0 and it >= config.p_clean_from:
+                # 8-bit slices (MedSeg, PNG; not the windowed HU ones) keep their grey levels
+                eight_bit = torch.from_numpy((lm == D.LUNG_POSITIVE_ONLY) | (em == D.LES_BINARY) | (em == D.LES_PSEUDO))
+                keep = eight_bit & (torch.rand(len(lm), generator=gen) < config.p_clean)
+            x, lu, le, lm = augment(torch, F, torch.from_numpy(x), torch.from_numpy(lu), torch.from_numpy(le),
+                                    torch.from_numpy(lm), gen, keep_intensity=keep)
+            lung_logits, les_logits = net(x)
+            loss, parts = losses(torch, F, lung_logits, les_logits, lu, le, lm, torch.from_numpy(em),
+                                 les_weights=(1.0, config.ggo_weight, config.cons_weight))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if (it + 1) % 20 == 0:
+                msg = json.dumps({"iter": it + 1, "loss": round(loss.item(), 4), "lr": round(lr, 6),
+                                  "s": round(time.time() - t0, 1), **{k: round(v, 4) for k, v in parts.items()}})
+                say(msg)
+                train_log.write(msg + "\n")
+                train_log.flush()
+            if (it + 1) % config.ckpt_every == 0 or it + 1 == config.iters:
+                tmp = out / "checkpoint.tmp"
+                torch.save({"model": net.state_dict(), "opt": opt.state_dict(), "np_rng": rng.bit_generator.state,
+                            "torch_gen": gen.get_state(), "iter": it + 1, "arch": config.arch}, tmp)
+                tmp.replace(ck)
+    final = out / "final.pt"
+    torch.save({"arch": config.arch, "model": net.state_dict()}, final)
+    return TrainResult(final=final, checkpoint=ck, iterations=config.iters, started=start,
+                       seconds=time.time() - t0)
 
 
 # ----------------------------------------------------------------------------- pseudo labels
 
 def load_png_pseudo(path: Path, png_le: np.ndarray) -> np.ndarray:
-    """The ``le3`` array of ``path``, checked against the cache's PNG infection masks."""
+    """The ``le3`` array of the .npz ``path`` (from :func:`pseudo_labels`), checked against the
+    cache's PNG infection masks ``png_le``."""
+    path = Path(path)
     if not path.is_file():
-        raise SystemExit(f"--png-pseudo {path}: no such file (make it with the pseudo-labels command)")
+        raise InputError(f"{path}: no such file (make it with the pseudo-labels step first)")
     try:
         with np.load(path, allow_pickle=False) as z:
             le3 = z["le3"]
     except Exception as exc:  # noqa: BLE001 -- any unreadable file gets the same message
-        raise SystemExit(f"--png-pseudo {path}: not a pseudo-labels .npz ({type(exc).__name__}: {exc})") from None
+        raise InputError(f"{path}: not a pseudo-labels .npz ({type(exc).__name__}: {exc})") from None
     if le3.shape != png_le.shape or le3.dtype != np.uint8:
-        raise SystemExit(f"--png-pseudo {path}: labels of shape {le3.shape} ({le3.dtype}) do not fit the cache's "
+        raise InputError(f"{path}: labels of shape {le3.shape} ({le3.dtype}) do not fit the cache's "
                          f"PNG slices {png_le.shape} (uint8): made from another cache?")
     if le3.max(initial=0) > 2 or not np.array_equal(le3 > 0, png_le > 0):
-        raise SystemExit(f"--png-pseudo {path}: its lesion extent differs from the cache's infection masks "
+        raise InputError(f"{path}: its lesion extent differs from the cache's infection masks "
                          "(labels must be 0 outside them and 1/2 inside)")
     return le3
 
 
-def pseudo_labels_command(args) -> None:
+@dataclass(frozen=True)
+class PseudoLabels:
+    """What :func:`pseudo_labels` wrote: the .npz ``path``, its number of slices, the share of
+    infection pixels labelled consolidation, the teacher's version and the labelling time (s)."""
+
+    path: Path
+    n_slices: int
+    consolidation_share: float
+    teacher: str
+    seconds: float
+
+
+def pseudo_labels(model, out, *, data=DEFAULT_DATA, cache=DEFAULT_CACHE, threads: int = 2) -> PseudoLabels:
+    """Split the true infection masks of the cache's PNG training slices into GGO and
+    consolidation with the teacher network ``model`` (an exported ONNX file with ``tta_sizes``;
+    :func:`pulmo.train.seg_pseudo.split_infection`) and write them to the .npz ``out`` (``le3``,
+    ``teacher``), for ``TrainConfig(png_pseudo=out)``. The teacher is checked before the data
+    are read; ``out`` is written whole or not at all."""
     from pulmo.ct.models import Segmenter
-    from pulmo.errors import ModelError
     from pulmo.train.seg_pseudo import split_infection
 
     try:
-        teacher = Segmenter(args.model, threads=args.threads)
+        teacher = Segmenter(model, threads=threads)
     except ModelError as exc:
-        raise SystemExit(f"--model: {exc}") from None
+        raise _reworded(exc, f"'model': {exc}") from None
     if not teacher.info.tta_sizes:
-        raise SystemExit(f"--model {args.model}: no tta_sizes in its metadata (export the teacher with --tta-sizes)")
-    data = build_cache(Path(args.data), Path(args.cache))
+        raise ModelError(f"'model' {model}: no tta_sizes in its metadata (export the teacher with 'tta_sizes')")
+    arrays = build_cache(data, cache)
     t0 = time.time()
-    le3 = split_infection(teacher, data["png_im"], data["png_le"])
-    out = Path(args.out)
+    le3 = split_infection(teacher, arrays["png_im"], arrays["png_le"])
+    out = Path(out)
     tmp = out.with_name(out.name + ".tmp.npz")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -334,15 +468,41 @@ def pseudo_labels_command(args) -> None:
     except OSError as exc:
         if tmp.is_file():
             tmp.unlink()
-        raise SystemExit(f"--out {out}: cannot write ({exc.strerror or exc})") from None
+        raise InputError(f"'out' {out}: cannot write ({exc.strerror or exc})") from None
     share = (le3 == 2).sum() / max(1, (le3 > 0).sum())
-    print(f"wrote {out}: {len(le3)} slices, consolidation {share:.1%} of the infection pixels, "
-          f"teacher {teacher.version}, {time.time() - t0:.0f} s")
+    return PseudoLabels(out, len(le3), float(share), teacher.version, time.time() - t0)
 
 
 # ----------------------------------------------------------------------------- export
 
-def export(args) -> None:
+def _tta_sizes(sizes: Sequence[int]) -> list[int]:
+    sizes = list(sizes)
+    if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 64 and v % 16 == 0
+               for v in sizes):
+        raise InputError(f"'tta_sizes' must be {TTA_SIZES_RULE}, not {','.join(str(v) for v in sizes)}")
+    return [int(v) for v in sizes]
+
+
+def export(out, model=None, *, cache=DEFAULT_CACHE, version: str | None = None, int8: bool = False,
+           tta_sizes: Sequence[int] = (), minor_lesion_share: float = 0.0) -> Path:
+    """Export the network of the run folder ``out`` (its ``final.pt``, else ``checkpoint.pt``) to
+    the ONNX file ``model`` (default: the shipped file of its variant, ``pulmo/ct/models/seg.onnx``
+    for ``seg-2d-1``, ``seg_8bit.onnx`` otherwise) with Pulmo's metadata; returns its path.
+
+    ``version``: ``pulmo.version`` (default ``<arch>.0``). ``int8``: static int8 QDQ quantisation
+    calibrated on slices of ``cache`` (:func:`quantize`). ``tta_sizes``: square input sizes
+    (pixels, :data:`TTA_SIZES_RULE`) that test-time augmentation averages over; adds the float
+    head output ``logits``. ``minor_lesion_share`` in [0, 0.5): on 2D images a lesion class under
+    this share of an image's lesion pixels becomes the other class (needs ``tta_sizes``; 0: off).
+    Also writes ``seg_fp32.onnx`` (and the int8 intermediates) into ``out``."""
+    tta_sizes = _tta_sizes(tta_sizes)
+    minor_share = _share(minor_lesion_share) if minor_lesion_share else None
+    if minor_share is not None and not tta_sizes:
+        raise InputError("'minor_lesion_share' applies to the averaged probabilities: give 'tta_sizes' too")
+    out = Path(out)
+    weights = out / "final.pt" if (out / "final.pt").is_file() else out / "checkpoint.pt"
+    if not weights.is_file():
+        raise InputError(f"'out' {out}: no final.pt or checkpoint.pt to export (train there first)")
     import warnings
 
     import onnx
@@ -350,25 +510,13 @@ def export(args) -> None:
 
     from pulmo.train.seg_net import ExportWrapper, SegNet
 
-    out = Path(args.out)
-    weights = out / "final.pt"
-    state = torch.load(weights if weights.is_file() else out / "checkpoint.pt", weights_only=False)
+    state = torch.load(weights, weights_only=False)
     if "model" not in state:  # a seg-2d-1 final.pt: the bare state dict
         state = {"arch": "seg-2d-1", "model": state}
     arch = state.get("arch", "seg-2d-1")
     net = SegNet.from_arch(arch)
     net.load_state_dict(state["model"])
     net.eval()
-    bad_sizes = SystemExit(f"--tta-sizes must be multiples of 16 of at least 64, not {args.tta_sizes}")
-    try:
-        tta_sizes = [int(v) for v in args.tta_sizes.split(",")] if args.tta_sizes else []
-    except ValueError:
-        raise bad_sizes from None
-    if any(v % 16 or v < 64 for v in tta_sizes):
-        raise bad_sizes
-    minor_share = _share(args.minor_lesion_share) if args.minor_lesion_share else None
-    if minor_share is not None and not tta_sizes:
-        raise SystemExit("--minor-lesion-share applies to the averaged probabilities: give --tta-sizes too")
     fp32 = out / "seg_fp32.onnx"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -378,15 +526,15 @@ def export(args) -> None:
         torch.onnx.export(ExportWrapper(net, logits=bool(tta_sizes)), torch.rand(2, 1, D.SIZE, D.SIZE), str(fp32),
                           input_names=["image"], output_names=outputs, opset_version=17, dynamo=False,
                           dynamic_axes=axes)
-    target = Path(args.model) if args.model else REPO / "pulmo" / "ct" / "models" / (
+    target = Path(model) if model else REPO / "pulmo" / "ct" / "models" / (
         "seg.onnx" if arch == "seg-2d-1" else "seg_8bit.onnx")
     src = fp32
-    if args.int8:
-        src = quantize(fp32, out, Path(args.cache))
-    model = onnx.load(str(src))
+    if int8:
+        src = quantize(fp32, out, Path(cache))
+    onnx_model = onnx.load(str(src))
     meta = {
         "pulmo.task": "lungs+lesions",
-        "pulmo.version": args.version or f"{arch}.0",
+        "pulmo.version": version or f"{arch}.0",
         "pulmo.input": "axial2d",
         "pulmo.input_size": f"{D.SIZE},{D.SIZE}",
         "pulmo.intensity": "unit",
@@ -395,42 +543,44 @@ def export(args) -> None:
                                                 "2": "image-right lung (patient left)"},
                                       "lesions": {"0": "background", "1": "ground-glass opacity",
                                                   "2": "consolidation"}}),
-        "pulmo.quantization": "int8-qdq" if args.int8 else "fp32",
+        "pulmo.quantization": "int8-qdq" if int8 else "fp32",
         "pulmo.licence": "weights for non-commercial research use only (trained on COVID-19-CT-Seg and MedSeg)",
     }
     if tta_sizes:
         meta["pulmo.tta_sizes"] = ",".join(str(v) for v in tta_sizes)
     if minor_share is not None:
         meta["pulmo.minor_lesion_share"] = minor_share
-    del model.metadata_props[:]
+    del onnx_model.metadata_props[:]
     for k, v in meta.items():
-        p = model.metadata_props.add()
+        p = onnx_model.metadata_props.add()
         p.key, p.value = k, v
     target.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, str(target))
-    print(f"wrote {target} ({target.stat().st_size / 1e6:.2f} MB)")
+    onnx.save(onnx_model, str(target))
+    return target
 
 
 def _share(v: float) -> str:
+    """``v`` as written into ``pulmo.minor_lesion_share``; refused outside [0, 0.5)."""
     if not 0.0 <= v < 0.5:
-        raise SystemExit(f"the minor-lesion share must be in [0, 0.5), not {v}")
+        raise InputError(f"the minor-lesion share must be in [0, 0.5), not {v}")
     return f"{v:g}"
 
 
-def set_minor_lesion_share(src: Path, dst: Path, share: float, version: str | None = None) -> None:
+def set_minor_lesion_share(src: Path, dst: Path, share: float, version: str | None = None) -> str:
     """Write ``src`` to ``dst`` with ``pulmo.minor_lesion_share`` (and optionally ``pulmo.version``)
     set in its metadata; the graph and weights are copied unchanged (how seg-2d-3.3 was made from
-    seg-2d-3.2). The rule needs averaged probabilities, so ``src`` must have ``pulmo.tta_sizes``."""
+    seg-2d-3.2). The rule needs averaged probabilities, so ``src`` must have ``pulmo.tta_sizes``.
+    Returns the share as written."""
     import onnx
 
     value = _share(share)
     try:
         model = onnx.load(str(src))
     except Exception as exc:  # noqa: BLE001 - missing, truncated or not ONNX
-        raise SystemExit(f"{src}: not a readable ONNX model ({type(exc).__name__}: {exc})") from None
+        raise ModelError(f"{src}: not a readable ONNX model ({type(exc).__name__}: {exc})") from None
     props = {p.key: p for p in model.metadata_props}
     if "pulmo.tta_sizes" not in props:
-        raise SystemExit(f"{src}: no pulmo.tta_sizes in its metadata (export it with --tta-sizes)")
+        raise ModelError(f"{src}: no pulmo.tta_sizes in its metadata (export it with 'tta_sizes')")
     for key, v in (("pulmo.minor_lesion_share", value), ("pulmo.version", version)):
         if v is None:
             continue
@@ -444,8 +594,8 @@ def set_minor_lesion_share(src: Path, dst: Path, share: float, version: str | No
         tmp.replace(dst)  # never a half-written model
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        raise SystemExit(f"{dst}: cannot write ({exc.strerror or exc})") from None
-    print(f"wrote {dst} (pulmo.minor_lesion_share {value}{', version ' + version if version else ''})")
+        raise InputError(f"{dst}: cannot write ({exc.strerror or exc})") from None
+    return value
 
 
 def quantize(fp32: Path, out: Path, cache: Path, fp32_nodes=None) -> Path:
@@ -506,14 +656,20 @@ def float_image_conv(src: Path, dst: Path, version: str | None = None) -> str:
     Returns the name of the convolution changed."""
     import onnx
 
-    model = onnx.load(str(src))
+    try:
+        model = onnx.load(str(src))
+    except Exception as exc:  # noqa: BLE001 - missing, truncated or not ONNX
+        raise ModelError(f"{src}: not a readable ONNX model ({type(exc).__name__}: {exc})") from None
     g = model.graph
     image = g.input[0].name
-    q = next(n for n in g.node if n.op_type == "QuantizeLinear" and n.input[0] == image)
-    dq = next(n for n in g.node if n.op_type == "DequantizeLinear" and n.input[0] == q.output[0])
+    q = next((n for n in g.node if n.op_type == "QuantizeLinear" and n.input[0] == image), None)
+    dq = None if q is None else next(
+        (n for n in g.node if n.op_type == "DequantizeLinear" and n.input[0] == q.output[0]), None)
+    if dq is None:
+        raise ModelError(f"{src}: its image input is not quantised (not an int8 QDQ graph)")
     users = [n for n in g.node if dq.output[0] in n.input]
     if len(users) != 1 or users[0].op_type != "Conv":
-        raise ValueError(f"{src}: the image feeds {[n.op_type for n in users]}, not one convolution")
+        raise ModelError(f"{src}: the image feeds {[n.op_type for n in users]}, not one convolution")
     conv = users[0]
     conv.input[0] = image
     g.node.remove(dq)
@@ -566,14 +722,18 @@ def argmax_on_quantized(path: Path) -> int:
     return changed
 
 
-def main(argv=None) -> int:
+# ----------------------------------------------------------------------------- command line
+
+def _parser():
+    import argparse
+
     ap = argparse.ArgumentParser(prog="python -m pulmo.train.seg", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("train")
     t.add_argument("--out", default=str(REPO / "build" / "seg" / "run1"))
-    t.add_argument("--data", default=str(D.default_data_root()))
-    t.add_argument("--cache", default=str(REPO / "build" / "seg" / "cache.npz"))
+    t.add_argument("--data", default=str(DEFAULT_DATA))
+    t.add_argument("--cache", default=str(DEFAULT_CACHE))
     t.add_argument("--arch", default="seg-2d-3",
                    help="network variant, a key of pulmo.train.seg_net.ARCHS (seg-2d-3: seg_8bit.onnx; "
                         "seg-2d-1: seg.onnx)")
@@ -603,18 +763,18 @@ def main(argv=None) -> int:
                    help="start from the weights of an exported ONNX file of the same --arch (fp32 or int8, "
                         "e.g. pulmo/ct/models/seg_8bit.onnx) instead of a random network: fine-tuning; "
                         "ignored when --out already holds a checkpoint (the run resumes)")
-    t.set_defaults(func=train)
+    t.set_defaults(func=_train_command)
     pl = sub.add_parser("pseudo-labels", help="split the PNG training slices' true infection masks into "
                                                "GGO/consolidation with a teacher network (for train --png-pseudo)")
     pl.add_argument("--model", required=True, help="teacher: an exported ONNX file with tta_sizes")
-    pl.add_argument("--cache", default=str(REPO / "build" / "seg" / "cache.npz"))
-    pl.add_argument("--data", default=str(D.default_data_root()))
+    pl.add_argument("--cache", default=str(DEFAULT_CACHE))
+    pl.add_argument("--data", default=str(DEFAULT_DATA))
     pl.add_argument("--out", required=True, help=".npz file to write")
     pl.add_argument("--threads", type=int, default=2)
-    pl.set_defaults(func=pseudo_labels_command)
+    pl.set_defaults(func=_pseudo_labels_command)
     e = sub.add_parser("export")
     e.add_argument("--out", default=str(REPO / "build" / "seg" / "run1"))
-    e.add_argument("--cache", default=str(REPO / "build" / "seg" / "cache.npz"))
+    e.add_argument("--cache", default=str(DEFAULT_CACHE))
     e.add_argument("--model", default=None, help="ONNX file to write (default: the shipped file of the "
                    "checkpoint's variant: pulmo/ct/models/seg.onnx for seg-2d-1, seg_8bit.onnx otherwise)")
     e.add_argument("--version", default=None, help="model version in the ONNX metadata (default: <arch>.0)")
@@ -626,7 +786,7 @@ def main(argv=None) -> int:
     e.add_argument("--minor-lesion-share", type=float, default=0.0,
                    help="on 2D images, relabel a lesion class covering less than this share of an image's "
                         "lesion pixels as the other class (seg-2d-3.3 and 3.4: 0.02; needs --tta-sizes)")
-    e.set_defaults(func=export)
+    e.set_defaults(func=_export_command)
     f = sub.add_parser("float-image-conv", help="return the image convolution of an int8 model to float "
                                                 "(how seg-2d-1.1 was made from seg-2d-1.0)")
     f.add_argument("src")
@@ -639,9 +799,52 @@ def main(argv=None) -> int:
     m.add_argument("dst")
     m.add_argument("--share", type=float, required=True)
     m.add_argument("--version", default=None, help="new pulmo.version metadata")
-    m.set_defaults(func=lambda a: set_minor_lesion_share(Path(a.src), Path(a.dst), a.share, a.version))
+    m.set_defaults(func=_set_minor_lesion_share_command)
+    return ap
+
+
+def _print(line: str) -> None:
+    print(line, flush=True)
+
+
+def _train_command(args) -> None:
+    config = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
+    result = train(config, log=_print)
+    print(f"done: {result.iterations} iterations, {result.seconds:.0f} s this session", flush=True)
+
+
+def _pseudo_labels_command(args) -> None:
+    r = pseudo_labels(args.model, args.out, data=args.data, cache=args.cache, threads=args.threads)
+    print(f"wrote {r.path}: {r.n_slices} slices, consolidation {r.consolidation_share:.1%} of the infection "
+          f"pixels, teacher {r.teacher}, {r.seconds:.0f} s")
+
+
+def _export_command(args) -> None:
+    try:
+        sizes = [int(v) for v in args.tta_sizes.split(",")] if args.tta_sizes else []
+    except ValueError:
+        raise InputError(f"'tta_sizes' must be {TTA_SIZES_RULE}, not {args.tta_sizes}") from None
+    target = export(args.out, args.model, cache=args.cache, version=args.version, int8=args.int8,
+                    tta_sizes=sizes, minor_lesion_share=args.minor_lesion_share)
+    print(f"wrote {target} ({target.stat().st_size / 1e6:.2f} MB)")
+
+
+def _set_minor_lesion_share_command(args) -> None:
+    value = set_minor_lesion_share(Path(args.src), Path(args.dst), args.share, args.version)
+    print(f"wrote {args.dst} (pulmo.minor_lesion_share {value}{', version ' + args.version if args.version else ''})")
+
+
+def main(argv=None) -> int:
+    """``python -m pulmo.train.seg``: exit status 0; a library error is printed (flags named as
+    on the command line) with status 1, as ``SystemExit`` does; usage errors 2 (argparse)."""
+    from pulmo.train._cli import exit_for
+
+    ap = _parser()
     args = ap.parse_args(argv)
-    args.func(args)
+    try:
+        args.func(args)
+    except PulmoError as exc:
+        raise exit_for(exc, ap) from None
     return 0
 
 

@@ -1,7 +1,7 @@
 """Training data for the segmentation network: loading, splits, label conventions,
 simulated lesions on real HU slices. numpy / scipy / Pillow / pydicom only.
 
-Sources (under ``--data``, default ``../shared/data``):
+Sources (under the ``data`` folder, ``--data`` on the command line, default ``../shared/data``):
 
 * ``seg2d/covid19-ct-seg-png``: 1614 slices, 256x256, binary lung and infection masks.
   Consecutive files are neighbouring slices of one patient, so the held-out set is a

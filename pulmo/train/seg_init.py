@@ -21,17 +21,20 @@ from pathlib import Path
 
 import numpy as np
 
+from pulmo.errors import ModelError
+
 
 def onnx_conv_weights(path: Path) -> list[tuple[np.ndarray, np.ndarray | None]]:
     """``(weight, bias)`` of every ``Conv`` node of ``path`` in graph order, dequantised to
-    float32 where the file stores them through ``DequantizeLinear``."""
+    float32 where the file stores them through ``DequantizeLinear``. A file that is not readable
+    ONNX, or whose convolution parameters are not constants, raises :class:`ModelError`."""
     import onnx
     from onnx import numpy_helper
 
     try:
         model = onnx.load(str(path))
     except Exception as exc:  # noqa: BLE001 -- missing, truncated, not ONNX: one message
-        raise SystemExit(f"--init-onnx {path}: not a readable ONNX model ({type(exc).__name__}: {exc})") from None
+        raise ModelError(f"{path}: not a readable ONNX model ({type(exc).__name__}: {exc})") from None
     g = model.graph
     inits = {i.name: numpy_helper.to_array(i) for i in g.initializer}
     producers = {o: n for n in g.node for o in n.output}
@@ -50,8 +53,8 @@ def onnx_conv_weights(path: Path) -> list[tuple[np.ndarray, np.ndarray | None]]:
                 shape[axis] = scale.size
             return ((q.astype(np.float32) - zero.astype(np.float32).reshape(shape))
                     * scale.astype(np.float32).reshape(shape))
-        raise SystemExit(f"--init-onnx {path}: convolution parameter {name!r} is not a constant "
-                         "(not a file written by `python -m pulmo.train.seg export`)")
+        raise ModelError(f"{path}: convolution parameter {name!r} is not a constant "
+                         "(not a file written by pulmo.train.seg.export)")
 
     convs = []
     for node in g.node:
@@ -91,18 +94,19 @@ def _conv_call_order(net, size: int):
 def matched_convolutions(net, convs: list[tuple[np.ndarray, np.ndarray | None]], source: str = "the ONNX file",
                          size: int = 256) -> list:
     """``(conv, batch_norm_or_None)`` of ``net`` for each of ``convs``, in order; a file whose
-    convolutions do not fit ``net`` one for one (another variant, another network) is refused."""
+    convolutions do not fit ``net`` one for one (another variant, another network) is refused
+    (:class:`ModelError`, the message starting with ``source``)."""
     pairs = _conv_call_order(net, size)
     if len(convs) != len(pairs) or any(w.shape != tuple(c.weight.shape) for (w, _), (c, _) in zip(convs, pairs)):
         got = [tuple(w.shape) for w, _ in convs]
         want = [tuple(c.weight.shape) for c, _ in pairs]
         first = next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
-        raise SystemExit(f"--init-onnx {source}: its {len(got)} convolutions do not fit this --arch "
+        raise ModelError(f"{source}: its {len(got)} convolutions do not fit this 'arch' "
                          f"({len(want)} convolutions; the first difference is at convolution {first}): "
-                         "give the --arch it was exported from")
+                         "give the 'arch' it was exported from")
     for i, ((_, b), (conv, bn)) in enumerate(zip(convs, pairs)):
         if b is not None and bn is None and conv.bias is None:
-            raise SystemExit(f"--init-onnx {source}: convolution {i} has a bias that this --arch has no place for")
+            raise ModelError(f"{source}: convolution {i} has a bias that this 'arch' has no place for")
     return pairs
 
 

@@ -29,6 +29,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from pulmo.errors import InputError
+
 
 def conv_bn(cin: int, cout: int, stride: int = 1, dilation: int = 1, k: int = 3) -> nn.Sequential:
     return nn.Sequential(
@@ -81,7 +83,7 @@ class SegNet(nn.Module):
     @classmethod
     def from_arch(cls, arch: str, dropout: float = 0.0) -> "SegNet":
         if arch not in ARCHS:
-            raise SystemExit(f"unknown network variant {arch!r}; known: {', '.join(sorted(ARCHS))}")
+            raise InputError(f"unknown network variant {arch!r}; known: {', '.join(sorted(ARCHS))}")
         return cls(**ARCHS[arch], dropout=dropout)
 
     @staticmethod

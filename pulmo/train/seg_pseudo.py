@@ -5,8 +5,9 @@ COVID-19-CT-Seg's masks say where infection is, not which kind; only 40 MedSeg s
 A teacher (an exported ``seg_8bit``-style network) splits each true infection mask by its
 test-time-augmented class probabilities (four flips x the model's ``tta_sizes``, as the runtime
 does for 2D images): a pixel of the mask is consolidation where p(consolidation) > p(GGO), else
-GGO. The extent stays the reference's; only the split is the teacher's. ``train --png-pseudo``
-then gives those slices the 3-class loss (how ``seg-2d-3.4`` and ``seg-2d-3.5`` were trained, docs/models.md).
+GGO. The extent stays the reference's; only the split is the teacher's. Training with
+``png_pseudo`` (``train --png-pseudo``) then gives those slices the 3-class loss (how
+``seg-2d-3.4`` and ``seg-2d-3.5`` were trained, docs/models.md).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ def split_infection(teacher: Segmenter, images: np.ndarray, infection: np.ndarra
     if images.ndim != 3 or images.shape != infection.shape:
         raise ValueError(f"images {images.shape} and infection masks {infection.shape} must both be (n, H, W)")
     if not teacher.info.tta_sizes:
-        raise ValueError(f"{teacher.path.name} has no tta_sizes in its metadata: export the teacher with --tta-sizes")
+        raise ValueError(f"{teacher.path.name} has no tta_sizes in its metadata: export the teacher with 'tta_sizes'")
     out = np.zeros(images.shape, np.uint8)
     for s in range(0, len(images), batch):
         lesions = teacher.tta_probability_sums(images[s:s + batch].astype(np.float32), "8bit")[1]

@@ -29,7 +29,9 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage as ndi
 
+from pulmo.ct.evaluate import dice, evaluate_dirs
 from pulmo.ct.models.runtime import merge_minor_lesion_class
+from pulmo.errors import InputError
 
 THRESHOLDS = np.arange(0, 257, 2)  # grey levels tried by best_threshold (256: all ground glass)
 VARIANTS = ("network", "perfect_split", "density_oracle")
@@ -67,11 +69,6 @@ def threshold_split(image: np.ndarray, extent: np.ndarray, threshold: float, sig
     return merge_minor_lesion_class(out, min_share) if min_share > 0 else out
 
 
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    s = int(a.sum()) + int(b.sum())
-    return math.nan if s == 0 else 2.0 * int((a & b).sum()) / s
-
-
 def best_threshold(image: np.ndarray, truth: np.ndarray, sigma: float = 1.0, min_share: float = 0.0,
                    thresholds=THRESHOLDS) -> float:
     """The threshold of :func:`threshold_split` that, applied inside the *true* lesion extent,
@@ -85,7 +82,7 @@ def best_threshold(image: np.ndarray, truth: np.ndarray, sigma: float = 1.0, min
     best, best_t = -1.0, math.nan
     for t in thresholds:
         s = threshold_split(image, truth > 0, float(t), sigma, min_share)
-        score = np.nanmean([_dice(s == c, truth == c) for c in (1, 2)])
+        score = np.nanmean([dice(s == c, truth == c) for c in (1, 2)])
         if score > best + 1e-12:
             best, best_t = score, float(t)
     return best_t
@@ -95,7 +92,8 @@ def write_variants(set_dir: Path, min_share: float = 0.0, sigma: float = 1.0) ->
     """For a folder laid out by :func:`pulmo.train.seg_eval.heldout_dirs` and already segmented
     (``images/``, ``pred/<name>_lesions.png``, ``gt/labels/<name>.png``), write
     ``pred_perfect_split/`` and ``pred_density_oracle/`` (lesions relabelled as above, lungs
-    copied) and return the oracle threshold of each image. Images are read as Pulmo reads them."""
+    copied) and return the oracle threshold of each image. Images are read as Pulmo reads them.
+    Missing images, predictions or labels raise :class:`InputError`."""
     from PIL import Image
 
     from pulmo.ct.io.grey_image import read_gray_image
@@ -104,7 +102,7 @@ def write_variants(set_dir: Path, min_share: float = 0.0, sigma: float = 1.0) ->
     pred_dir, gt_dir = set_dir / "pred", set_dir / "gt" / "labels"
     images = sorted(p for p in (set_dir / "images").iterdir() if p.is_file())
     if not images:
-        raise SystemExit(f"--split-limits: no images in {set_dir / 'images'}")
+        raise InputError(f"no images in {set_dir / 'images'}")
     outs = {v: set_dir / f"pred_{v}" for v in VARIANTS[1:]}
     for d in outs.values():
         shutil.rmtree(d, ignore_errors=True)
@@ -113,8 +111,8 @@ def write_variants(set_dir: Path, min_share: float = 0.0, sigma: float = 1.0) ->
     for f in images:
         pred_path, gt_path = pred_dir / f"{f.stem}_lesions.png", gt_dir / f"{f.stem}.png"
         if not pred_path.is_file() or not gt_path.is_file():
-            raise SystemExit(f"--split-limits: {pred_path if not pred_path.is_file() else gt_path} missing "
-                             "(run the evaluation into this --work folder first)")
+            raise InputError(f"{pred_path if not pred_path.is_file() else gt_path} missing "
+                             "(run the evaluation into this 'work' folder first)")
         img = read_gray_image(f)
         pred, truth = np.asarray(Image.open(pred_path)), np.asarray(Image.open(gt_path))
         t = best_threshold(img, truth, sigma, min_share)
@@ -131,17 +129,17 @@ def write_variants(set_dir: Path, min_share: float = 0.0, sigma: float = 1.0) ->
 
 def split_limits(work: Path, min_share: float = 0.0, keys=("medseg", "medseg_train")) -> dict:
     """Score the network and both upper bounds on each 3-class set of ``work`` that has been
-    segmented (``medseg``; ``medseg_train`` with ``--train-slices``): per set and variant, the
-    ``pulmo ct evaluate`` means (``dice``) and per-image rows. Writes ``<set>_split_limits.json``."""
-    from pulmo.cli.ct_evaluate import evaluate_dirs
-
+    segmented (``medseg``; ``medseg_train`` when the training slices were evaluated too): per set
+    and variant, the :func:`pulmo.ct.evaluate.evaluate_dirs` means (``dice``) and per-image rows.
+    Writes ``<set>_split_limits.json``. A ``work`` folder without ``medseg/pred`` raises
+    :class:`InputError`."""
     work = Path(work)
     out = {}
     for key in keys:
         set_dir = work / key
         if not (set_dir / "pred").is_dir():
             if key == "medseg":
-                raise SystemExit(f"--split-limits: {set_dir / 'pred'} missing (run the evaluation first)")
+                raise InputError(f"{set_dir / 'pred'} missing (run the evaluation first)")
             continue
         thresholds = write_variants(set_dir, min_share)
         res = {v: evaluate_dirs(set_dir / ("pred" if v == "network" else f"pred_{v}"), set_dir / "gt")

@@ -38,6 +38,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import threading
 import zipfile
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -55,6 +56,7 @@ FORMAT_VERSION = 1
 
 _BLOCK_ROWS = 4096
 _THREADS = max(1, min(os.cpu_count() or 1, 8))
+_POOL_LOCK = threading.Lock()
 
 _ACTIVATIONS = {
     "tanh": np.tanh,
@@ -199,7 +201,9 @@ class TriageModel:
 
         starts = range(0, n, _BLOCK_ROWS)
         if n > 4 * _BLOCK_ROWS and _THREADS > 1:
-            with threadpool_limits(1), ThreadPoolExecutor(_THREADS) as pool:
+            # threadpool_limits changes the process-wide BLAS setting: one such section at a time,
+            # so that concurrent callers (a web service's threads) restore it correctly.
+            with _POOL_LOCK, threadpool_limits(1), ThreadPoolExecutor(_THREADS) as pool:
                 list(pool.map(block, starts))
         else:
             for s0 in starts:

@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from pulmo.errors import InputError
+from pulmo.io.cells import missing_cells, normalise_header, parse_binary, parse_numbers
 
 
 @dataclass(frozen=True)
@@ -122,21 +123,16 @@ COMORBIDITIES: dict[str, tuple[str, ...]] = {
 _COMORBIDITY_LOOKUP = {syn: canon for canon, syns in COMORBIDITIES.items() for syn in syns}
 _NONE_WORDS = {"none", "no", "nil", "0", "-"}
 
-_MISSING_TOKENS = {"", "na", "n/a", "nan", "null", "none", "?", ".", "-", "missing", "unknown", "nk"}
-_TRUE = {"1", "1.0", "yes", "y", "true", "t", "positive", "pos"}
-_FALSE = {"0", "0.0", "no", "n", "false", "f", "negative", "neg"}
+#: Normalised column name (:func:`~pulmo.io.cells.normalise_header`) -> feature, for the
+#: canonical, original and alias names of every feature.
+FEATURE_ALIASES: dict[str, str] = {
+    normalise_header(alias): f.name for f in FEATURES for alias in (f.name, f.original, *f.aliases)
+}
 
 
-def normalise_header(name: str) -> str:
-    """'Direct bilirubin (µmol/L)' -> 'direct_bilirubin_umol_l'."""
-    s = str(name).strip().lower().replace("µ", "u").replace("μ", "u")
-    return re.sub(r"[^0-9a-z]+", "_", s).strip("_")
-
-
-_ALIASES: dict[str, str] = {}
-for _f in FEATURES:
-    for _a in (_f.name, normalise_header(_f.original), *_f.aliases):
-        _ALIASES[normalise_header(_a)] = _f.name
+def feature_for_column(name: object) -> str | None:
+    """The feature a column header names ('Direct bilirubin' -> 'direct_bilirubin'), or None."""
+    return FEATURE_ALIASES.get(normalise_header(name))
 
 
 @dataclass
@@ -166,39 +162,6 @@ class ParsedPatients:
     @property
     def ok(self) -> np.ndarray:
         return np.array([not e for e in self.errors], dtype=bool)
-
-
-def _numeric(col: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    """Strings -> floats. Returns (values with NaN for missing, mask of unparseable cells)."""
-    if pd.api.types.is_numeric_dtype(col.dtype) and not pd.api.types.is_bool_dtype(col.dtype):
-        vals = col.to_numpy(dtype=np.float64, na_value=np.nan)
-        return vals, np.zeros(len(col), dtype=bool)
-    s = col.astype("string").str.strip()
-    lower = s.str.lower()
-    missing = s.isna() | lower.isin(_MISSING_TOKENS)
-    num = pd.to_numeric(s.where(~missing), errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-    bad = (~missing.to_numpy(dtype=bool)) & ~np.isfinite(num)
-    num[bad] = np.nan
-    return num, bad
-
-
-def _binary(col: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    if pd.api.types.is_bool_dtype(col.dtype):
-        return col.to_numpy(dtype=np.float64, na_value=np.nan), np.zeros(len(col), dtype=bool)
-    if pd.api.types.is_numeric_dtype(col.dtype):
-        vals = col.to_numpy(dtype=np.float64, na_value=np.nan)
-        return vals, np.zeros(len(col), dtype=bool)  # range check catches 2, -1, ...
-    lower = col.astype("string").str.strip().str.lower()
-    out = np.full(len(col), np.nan)
-    t = lower.isin(_TRUE).to_numpy(dtype=bool)
-    f = lower.isin(_FALSE).to_numpy(dtype=bool)
-    missing = (lower.isna() | lower.isin(_MISSING_TOKENS - {"none"})).to_numpy(dtype=bool)
-    out[t], out[f] = 1.0, 0.0
-    num = pd.to_numeric(lower, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-    other = ~(t | f | missing)
-    out[other & np.isfinite(num)] = num[other & np.isfinite(num)]
-    bad = other & ~np.isfinite(num)
-    return out, bad
 
 
 def parse_comorbidity_list(cell: str) -> set[str]:
@@ -279,21 +242,21 @@ def parse_patients(table: pd.DataFrame, *, require_all_columns: bool = True) -> 
 
     # Direct columns (canonical, original or alias names).
     for key, col in norm.items():
-        feature = _ALIASES.get(key)
+        feature = FEATURE_ALIASES.get(key)
         if feature is None:
             continue
         f = BY_NAME[feature]
         series = table[col]
         if f.kind == "count" and not pd.api.types.is_numeric_dtype(series.dtype):
             # A comorbidity column may hold names instead of a count.
-            num, bad = _numeric(series)
+            num, _, bad = parse_numbers(series)
             if bad.any():
                 claim(feature, col)
                 _fill_from_comorbidity_list(series, bad, num, errors, rows, col, values, norm, sources)
                 values[:, FEATURE_NAMES.index(feature)] = num
                 continue
         claim(feature, col)
-        vals, bad = (_binary if f.kind == "binary" else _numeric)(series)
+        vals, _, bad = (parse_binary if f.kind == "binary" else parse_numbers)(series)
         add_error(bad, lambda i, c=col, s=series: f"row {rows[i]}, column '{c}': "
                   f"{str(s.iloc[i])!r} is not {'0/1 or yes/no' if f.kind == 'binary' else 'a number'}")
         values[:, FEATURE_NAMES.index(feature)] = vals
@@ -303,7 +266,7 @@ def parse_patients(table: pd.DataFrame, *, require_all_columns: bool = True) -> 
         if key in norm:
             col = norm[key]
             claim(feature, col)
-            vals, bad = _numeric(table[col])
+            vals, _, bad = parse_numbers(table[col])
             add_error(bad, lambda i, c=col: f"row {rows[i]}, column '{c}': "
                       f"{str(table[c].iloc[i])!r} is not a number")
             values[:, FEATURE_NAMES.index(feature)] = vals * factor
@@ -325,8 +288,8 @@ def parse_patients(table: pd.DataFrame, *, require_all_columns: bool = True) -> 
             claim("nlr", neu)
             used.add(lym)
             sources["nlr"] = f"{neu}/{lym}"
-        nv, nbad = _numeric(table[neu])
-        lv, lbad = _numeric(table[lym])
+        nv, _, nbad = parse_numbers(table[neu])
+        lv, _, lbad = parse_numbers(table[lym])
         for c, bad in ((neu, nbad), (lym, lbad)):
             add_error(bad, lambda i, c=c: f"row {rows[i]}, column '{c}': {str(table[c].iloc[i])!r} is not a number")
         zero = lv == 0
@@ -404,12 +367,13 @@ def parse_patients(table: pd.DataFrame, *, require_all_columns: bool = True) -> 
 
 def _fill_from_comorbidity_list(series, which, num, errors, rows, col, values, norm, sources) -> None:
     """Count named comorbidities in ``series`` rows ``which``; derive copd/malignancy if absent."""
-    derive_copd = not any(_ALIASES.get(k) == "copd" for k in norm)
-    derive_mal = not any(_ALIASES.get(k) == "malignancy" for k in norm)
+    derive_copd = not any(FEATURE_ALIASES.get(k) == "copd" for k in norm)
+    derive_mal = not any(FEATURE_ALIASES.get(k) == "malignancy" for k in norm)
+    empty = missing_cells(series, none_is_missing=False)  # "none" is a list: no comorbidity
     jc, jm = FEATURE_NAMES.index("copd"), FEATURE_NAMES.index("malignancy")
     for i in np.flatnonzero(which):
         cell = series.iloc[i]
-        if pd.isna(cell) or str(cell).strip().lower() in _MISSING_TOKENS - {"none"}:
+        if empty[i]:
             continue
         try:
             names = parse_comorbidity_list(cell)

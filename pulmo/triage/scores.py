@@ -36,7 +36,7 @@ Pulmo is a research tool, not a certified medical device.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -46,9 +46,9 @@ from pulmo.errors import InputError
 from pulmo.triage.scores_io import (BY_NAME, CONSCIOUSNESS_CODES, LINKS, ParsedInputs, parse_record,
                                     parse_table)
 
-__all__ = ["ItemPoints", "ScoreResult", "ScoreInfo", "SCORES", "SCORE_NAMES", "curb65", "crb65",
-           "qsofa", "news2", "psi", "isaric4c", "compute", "score_patient", "score_table",
-           "resolve_scores"]
+__all__ = ["ItemPoints", "ScoreResult", "ScoreInfo", "ScoreSummary", "PatientScores", "ScoreBatch", "SCORES",
+           "SCORE_NAMES", "curb65", "crb65", "qsofa", "news2", "psi", "isaric4c", "compute", "score_patient",
+           "score_table", "score_records", "resolve_scores"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -661,10 +661,6 @@ def _with_partners(names: Iterable[str]) -> list[str]:
     return out
 
 
-def _joined(labels: _Labels, n: int) -> np.ndarray:
-    return np.array(["; ".join(t) for t in _per_row(labels, n)], dtype=object)
-
-
 def _result(key: str, s: _Scored, i: int, parsed: ParsedInputs) -> ScoreResult:
     info = SCORES[key]
     items = []
@@ -790,6 +786,155 @@ def isaric4c(values: Mapping[str, object] | None = None, /, *, assume_normal_if_
 # Many patients
 
 
+@dataclass(frozen=True)
+class ScoreSummary:
+    """One score for one patient of a table: the cells of ``score_table`` / ``pulmo triage score``.
+
+    ``total``: points (None when not computable, for PSI class I without the step-2 inputs, or
+    when the row is invalid); ``band`` and ``mortality`` (the published mortality as text, for
+    scores that publish one) are None likewise; ``missing``: the inputs that kept it from being
+    computed; ``assumed_normal``: the inputs scored as normal (None unless
+    ``assume_normal_if_missing``); ``items``: each item's points (None unless asked for).
+    """
+
+    total: int | None
+    band: str | None
+    mortality: str | None
+    missing: tuple[str, ...] = ()
+    assumed_normal: tuple[str, ...] | None = None
+    items: dict[str, int | None] | None = None
+
+
+@dataclass(frozen=True)
+class PatientScores:
+    """The chosen scores for one patient (a row of a table).
+
+    ``row``: the row label used in messages (the file line for a table read by
+    :func:`pulmo.io.tables.read_table`); ``scores``: score key -> :class:`ScoreSummary`, in the
+    order chosen; ``warnings``: notes on unusual values; ``error``: None, or why the row was not
+    scored (its summaries are then empty).
+    """
+
+    row: object
+    scores: dict[str, ScoreSummary]
+    warnings: tuple[str, ...] = ()
+    error: str | None = None
+
+    def to_row(self) -> dict[str, object]:
+        """The result columns of the table output, in order: per score ``<score>_points``,
+        ``<score>_band``, ``<score>_mortality`` (scores that publish one), ``<score>_missing``
+        ("; "-separated), ``<score>_assumed`` and ``<score>_<item>`` (when asked for); then
+        ``warnings`` and ``error`` ("" when none). Missing values are None."""
+        row: dict[str, object] = {}
+        for k, s in self.scores.items():
+            row[f"{k}_points"], row[f"{k}_band"] = s.total, s.band
+            if SCORES[k].mortality:
+                row[f"{k}_mortality"] = s.mortality
+            row[f"{k}_missing"] = "; ".join(s.missing)
+            if s.assumed_normal is not None:
+                row[f"{k}_assumed"] = "; ".join(s.assumed_normal)
+            if s.items is not None:
+                row.update({f"{k}_{item}": p for item, p in s.items.items()})
+        row["warnings"] = "; ".join(self.warnings)
+        row["error"] = self.error or ""
+        return row
+
+    def to_dict(self) -> dict:
+        """Every field as JSON-ready Python values."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ScoreBatch(Sequence):
+    """Classic scores for every row of a table: a sequence of :class:`PatientScores` in input order.
+
+    ``scores``: the score keys computed; ``columns``: input -> the column it was read from;
+    ``unused_columns``: columns no chosen score uses (kept by :meth:`to_frame`); ``sources``:
+    score -> citation.
+    """
+
+    patients: tuple[PatientScores, ...]
+    scores: tuple[str, ...]
+    columns: dict[str, str] = field(default_factory=dict)
+    unused_columns: tuple[str, ...] = ()
+    sources: dict[str, str] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.patients)
+
+    def __getitem__(self, i):
+        return self.patients[i]
+
+    def __iter__(self):
+        return iter(self.patients)
+
+    def to_frame(self, inputs: pd.DataFrame | None = None) -> pd.DataFrame:
+        """``inputs``' columns then the columns of :meth:`PatientScores.to_row` (points and item
+        points as nullable integers, Int64); the index is ``inputs``' (default: the rows).
+
+        Raises :class:`InputError` when ``inputs`` already has one of the result columns.
+        """
+        rows = [p.to_row() for p in self.patients]
+        if inputs is None:
+            inputs = pd.DataFrame(index=pd.Index([p.row for p in self.patients], name="row"))
+        elif len(inputs) != len(rows):
+            raise ValueError(f"the inputs have {len(inputs)} rows, the results {len(rows)}")
+        names = list(rows[0]) if rows else []
+        clash = [c for c in names if c in inputs.columns]
+        if clash:
+            raise InputError(f"the input already has column(s) {', '.join(clash)}, which scoring would "
+                             "overwrite; remove or rename them.")
+        whole = {f"{k}_{c}" for p in self.patients[:1] for k, s in p.scores.items()
+                 for c in ("points", *(s.items or {}))}  # nullable integers
+        out = {}
+        for c in names:
+            cells = [row[c] for row in rows]
+            out[c] = pd.array(cells, dtype="Int64") if c in whole else np.array(cells, dtype=object)
+        return pd.concat([inputs, pd.DataFrame(out, index=inputs.index)], axis=1)
+
+
+def score_records(df: pd.DataFrame, scores: str | Iterable[str] | None = None, *,
+                  assume_normal_if_missing: bool = False, items: bool = False) -> ScoreBatch:
+    """Compute the chosen scores (default all) for every row of ``df``: a :class:`ScoreBatch`
+    of typed :class:`PatientScores`, one per row, in order.
+
+    Parameters and errors as :func:`score_table` (whose table is ``score_records(...).to_frame(df)``).
+    Invalid rows get an ``error`` and empty summaries, not an exception. Safe to call from
+    several threads at once.
+    """
+    keys = resolve_scores(scores)
+    if len(df) == 0:
+        raise InputError("the table has a header but no patient rows.")
+    parsed = parse_table(df, _fields(keys))
+    if not parsed.columns:
+        raise InputError(
+            f"none of the columns is an input of {', '.join(SCORES[k].title for k in keys)}; expected names such "
+            f"as {', '.join(_fields(keys)[:8])} (see docs/clinical_scores.md). Columns found: "
+            f"{', '.join(map(str, df.columns))}.")
+    n = len(df)
+    ok = parsed.ok.tolist()
+    per_score = {}
+    for k in keys:
+        s = _COMPUTE[k](parsed.values, assume_normal_if_missing)
+        per_score[k] = (
+            [None if t != t else int(t) for t in s.total.tolist()], s.band.tolist(), s.mortality.tolist(),
+            _per_row(s.missing, n), _per_row(s.assumed, n) if assume_normal_if_missing else None,
+            {it.key: [None if p != p else int(p) for p in it.points.tolist()] for it in s.items} if items else None,
+        )
+    empty = {k: ScoreSummary(None, None, None, (), () if assume_normal_if_missing else None,
+                             dict.fromkeys(v[5], None) if items else None) for k, v in per_score.items()}
+    patients = []
+    for i, label in enumerate(parsed.labels):
+        summaries = {k: ScoreSummary(total[i], band[i], mort[i] if SCORES[k].mortality else None, missing[i],
+                                     None if assumed is None else assumed[i],
+                                     None if points is None else {it: p[i] for it, p in points.items()})
+                     for k, (total, band, mort, missing, assumed, points) in per_score.items()} if ok[i] else empty
+        patients.append(PatientScores(label, summaries, tuple(parsed.warnings[i]),
+                                      "; ".join(parsed.errors[i]) or None))
+    return ScoreBatch(tuple(patients), keys, dict(parsed.columns), tuple(parsed.unused_columns),
+                      {k: SCORES[k].source for k in keys})
+
+
 def score_table(df: pd.DataFrame, scores: str | Iterable[str] | None = None, *,
                 assume_normal_if_missing: bool = False, items: bool = False) -> pd.DataFrame:
     """Compute the chosen scores (default all) for every row of ``df``.
@@ -815,7 +960,7 @@ def score_table(df: pd.DataFrame, scores: str | Iterable[str] | None = None, *,
         ``<score>_mortality`` (where published), ``<score>_missing`` ("; "-separated input
         names), then ``warnings`` and ``error`` ("" for valid rows). Invalid rows are not
         scored. ``attrs`` holds ``columns`` (input -> column used), ``unused_columns`` and
-        ``sources`` (score -> citation).
+        ``sources`` (score -> citation). The same as ``score_records(...).to_frame(df)``.
 
     Raises
     ------
@@ -823,40 +968,8 @@ def score_table(df: pd.DataFrame, scores: str | Iterable[str] | None = None, *,
         No rows; no column is an input of the chosen scores; two columns give one input; an
         input column without its unit; an output column already in ``df``.
     """
-    keys = resolve_scores(scores)
-    if len(df) == 0:
-        raise InputError("the table has a header but no patient rows.")
-    parsed = parse_table(df, _fields(keys))
-    if not parsed.columns:
-        raise InputError(
-            f"none of the columns is an input of {', '.join(SCORES[k].title for k in keys)}; expected names such "
-            f"as {', '.join(_fields(keys)[:8])} (see docs/clinical_scores.md). Columns found: "
-            f"{', '.join(map(str, df.columns))}.")
-    n = len(df)
-    ok = parsed.ok
-    out: dict[str, object] = {}
-    for k in keys:
-        s = _COMPUTE[k](parsed.values, assume_normal_if_missing)
-        total = pd.array(np.where(ok, s.total, np.nan), dtype="Float64").astype("Int64")
-        out[f"{k}_points"] = total
-        out[f"{k}_band"] = np.where(ok, s.band, None)
-        if SCORES[k].mortality:
-            out[f"{k}_mortality"] = np.where(ok, s.mortality, None)
-        out[f"{k}_missing"] = np.where(ok, _joined(s.missing, n), "").astype(object)
-        if assume_normal_if_missing:
-            out[f"{k}_assumed"] = np.where(ok, _joined(s.assumed, n), "").astype(object)
-        if items:
-            for it in s.items:
-                out[f"{k}_{it.key}"] = pd.array(np.where(ok, it.points, np.nan), dtype="Float64").astype("Int64")
-    out["warnings"] = ["; ".join(w) for w in parsed.warnings]
-    out["error"] = ["; ".join(e) for e in parsed.errors]
-    clash = [c for c in out if c in df.columns]
-    if clash:
-        raise InputError(f"the input already has column(s) {', '.join(clash)}, which scoring would overwrite; "
-                         "remove or rename them.")
-    result = pd.concat([df, pd.DataFrame(out, index=df.index)], axis=1)
-    for k in keys:
-        result[f"{k}_band"] = result[f"{k}_band"].astype(object)
-    result.attrs = {"columns": dict(parsed.columns), "unused_columns": list(parsed.unused_columns),
-                    "sources": {k: SCORES[k].source for k in keys}}
+    batch = score_records(df, scores, assume_normal_if_missing=assume_normal_if_missing, items=items)
+    result = batch.to_frame(df)
+    result.attrs = {"columns": dict(batch.columns), "unused_columns": list(batch.unused_columns),
+                    "sources": dict(batch.sources)}
     return result

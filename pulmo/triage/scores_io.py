@@ -23,7 +23,6 @@ mix-up is likely, the column to use instead.
 from __future__ import annotations
 
 import difflib
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -31,10 +30,11 @@ import numpy as np
 import pandas as pd
 
 from pulmo.errors import InputError
+from pulmo.io.cells import cell_text, missing_cells, normalise_header, parse_binary, parse_numbers
 
-__all__ = ["Field", "Link", "FIELDS", "BY_NAME", "LINKS", "AMBIGUOUS", "ParsedInputs", "normalise_name",
+__all__ = ["Field", "Link", "FIELDS", "BY_NAME", "LINKS", "AMBIGUOUS", "ParsedInputs", "FIELD_ALIASES",
            "resolve_name", "suggest_name", "needed_fields", "parse_table", "parse_record",
-           "CONSCIOUSNESS_LEVELS"]
+           "CONSCIOUSNESS_LEVELS", "CONSCIOUSNESS_CODES"]
 
 
 @dataclass(frozen=True)
@@ -203,27 +203,13 @@ CONSCIOUSNESS_LEVELS: dict[str, int] = {
 CONSCIOUSNESS_CODES = ("A", "C", "V", "P", "U")
 _MALE = {"male", "m", "man"}
 _FEMALE = {"female", "f", "woman"}
-_MISSING = {"", "na", "n/a", "nan", "null", "none", "?", ".", "-", "missing", "unknown", "nk",
-            "not known", "<na>"}
-_TRUE = {"1", "1.0", "yes", "y", "true", "t"}
-_FALSE = {"0", "0.0", "no", "n", "false", "f"}
-
-
-def normalise_name(name: object) -> str:
-    """'Resp. rate (/min)' -> 'resp_rate_min'; 'SpO₂ %' -> 'spo2'."""
-    s = str(name).strip().lower().replace("µ", "u").replace("μ", "u").replace("₂", "2")
-    return re.sub(r"[^0-9a-z]+", "_", s).strip("_")
-
-
-_ALIASES: dict[str, str] = {}
-for _f in FIELDS:
-    for _a in (_f.name, *_f.aliases):
-        _ALIASES[normalise_name(_a)] = _f.name
+#: Normalised name (:func:`~pulmo.io.cells.normalise_header`) -> field, for every field and alias.
+FIELD_ALIASES: dict[str, str] = {normalise_header(a): f.name for f in FIELDS for a in (f.name, *f.aliases)}
 
 
 def resolve_name(name: object) -> str | None:
-    """The canonical field for a column header or key, or None when unknown."""
-    return _ALIASES.get(normalise_name(name))
+    """The canonical field for a column header or key ('Resp. rate' -> 'respiratory_rate'), or None."""
+    return FIELD_ALIASES.get(normalise_header(name))
 
 
 @dataclass
@@ -252,36 +238,28 @@ class ParsedInputs:
         return np.array([not e for e in self.errors], dtype=bool)
 
 
-def _text(col: pd.Series) -> pd.Series:
-    """Cells as stripped lower-case text (True -> 'true', 37.5 -> '37.5'), <NA> where empty."""
-    return col.astype("string").str.strip().str.lower()
-
-
 def _parse_column(col: pd.Series, f: Field) -> tuple[np.ndarray, np.ndarray, str]:
-    """Cells -> floats. Returns (values with NaN for missing, mask of unreadable cells, what was expected)."""
-    n = len(col)
-    if pd.api.types.is_bool_dtype(col.dtype):
+    """Cells -> floats. Returns (values with NaN for missing, mask of unreadable cells, what was expected).
+
+    Numbers and yes/no cells are read by :mod:`pulmo.io.cells`; a yes/no cell holding another
+    number (2) is returned as that number, for the caller to refuse.
+    """
+    if pd.api.types.is_bool_dtype(col.dtype) and f.kind != _BOOL:  # True is no number, sex or level
         vals = col.to_numpy(dtype=np.float64, na_value=np.nan)
-        ok_kind = f.kind in (_BOOL,)
-        return vals, np.full(n, not ok_kind) & ~np.isnan(vals), _expected(f)
-    if pd.api.types.is_numeric_dtype(col.dtype) and f.kind in (_NUM, _INT, _BOOL):
-        return col.to_numpy(dtype=np.float64, na_value=np.nan), np.zeros(n, dtype=bool), _expected(f)
-    s = _text(col)
-    missing = (s.isna() | s.isin(_MISSING - ({"none"} if f.kind == _BOOL else set()))).to_numpy(dtype=bool)
-    out = np.full(n, np.nan)
+        return vals, ~np.isnan(vals), _expected(f)
     if f.kind in (_NUM, _INT):
-        num = pd.to_numeric(s.where(~pd.Series(missing, index=s.index)), errors="coerce")
-        out = num.to_numpy(dtype=np.float64, na_value=np.nan)
-        out[~np.isfinite(out)] = np.nan
-    elif f.kind == _BOOL:
-        out[s.isin(_TRUE).to_numpy(dtype=bool)] = 1.0
-        out[s.isin(_FALSE).to_numpy(dtype=bool)] = 0.0
-    elif f.kind == "sex":
-        out[s.isin(_MALE).to_numpy(dtype=bool)] = 1.0
-        out[s.isin(_FEMALE).to_numpy(dtype=bool)] = 0.0
-    elif f.kind == "consciousness":
-        mapped = s.map(CONSCIOUSNESS_LEVELS)
-        out = pd.to_numeric(mapped, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        vals, _, bad = parse_numbers(col)
+        return vals, bad, _expected(f)
+    if f.kind == _BOOL:
+        vals, _, bad = parse_binary(col)
+        return vals, bad, _expected(f)
+    s = cell_text(col)
+    missing = missing_cells(col)
+    if f.kind == "sex":
+        out = np.where(s.isin(_MALE).to_numpy(dtype=bool), 1.0,
+                       np.where(s.isin(_FEMALE).to_numpy(dtype=bool), 0.0, np.nan))
+    else:  # consciousness
+        out = pd.to_numeric(s.map(CONSCIOUSNESS_LEVELS), errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
     bad = ~missing & np.isnan(out)
     return out, bad, _expected(f)
 
@@ -309,8 +287,8 @@ def _where_record(label, column: str) -> str:
 
 def suggest_name(name: str) -> str:
     """" (did you mean 'respiratory_rate'?)" for the closest known name or alias, else ""."""
-    hit = difflib.get_close_matches(normalise_name(name), list(_ALIASES), n=1, cutoff=0.6)
-    return f" (did you mean '{_ALIASES[hit[0]]}'?)" if hit else ""
+    hit = difflib.get_close_matches(normalise_header(name), list(FIELD_ALIASES), n=1, cutoff=0.6)
+    return f" (did you mean '{FIELD_ALIASES[hit[0]]}'?)" if hit else ""
 
 
 def needed_fields(fields: Iterable[str]) -> set[str]:
@@ -356,8 +334,8 @@ def parse_table(table: pd.DataFrame, fields: Iterable[str] | None = None, *,
             to[i].append(make(i))
 
     for col in table.columns:
-        key = normalise_name(col)
-        name = _ALIASES.get(key)
+        key = normalise_header(col)
+        name = FIELD_ALIASES.get(key)
         if name is None:
             if key in AMBIGUOUS and set(AMBIGUOUS[key][0]) & wanted:
                 raise InputError(f"column '{col}' does not say its unit; rename it {AMBIGUOUS[key][1]}.")
@@ -444,7 +422,7 @@ def parse_record(record: Mapping[str, object] | None = None, fields: Iterable[st
                 raise InputError(f"'{k}' is given twice.")
             merged[str(k)] = v
     if not ignore_unknown:
-        unknown = [k for k in merged if resolve_name(k) is None and normalise_name(k) not in AMBIGUOUS]
+        unknown = [k for k in merged if resolve_name(k) is None and normalise_header(k) not in AMBIGUOUS]
         if unknown:
             raise InputError("; ".join(f"unknown input '{k}'{suggest_name(k)}" for k in unknown)
                              + ". Known inputs: " + ", ".join(BY_NAME) + ".")

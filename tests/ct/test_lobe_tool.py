@@ -11,11 +11,11 @@ import json
 import shlex
 import sys
 
-import nibabel as nib
 import numpy as np
 import pytest
 
 from pulmo.cli import main
+from pulmo.ct import AnalysisOptions, analyze
 
 TOOL = r'''
 import sys
@@ -67,12 +67,16 @@ def _analyze(phantom_dicom, out, *extra):
     return main(["ct", "analyze", str(phantom_dicom), "-o", str(out), "--no-progress", "--no-dicom", *extra])
 
 
+def _analysis(phantom_dicom, **options):
+    """The in-memory analysis with the classical method (as the CLI under PULMO_CT_MODELS=none)."""
+    return analyze(phantom_dicom, AnalysisOptions(shipped_network=False, plugin_models=False, **options))
+
+
 @pytest.mark.parametrize("mode,scheme", [("lungmask", "lungmask"), ("tseg", "totalsegmentator"),
                                          ("lungmask", "3=1,4=2,5=3,1=4,2=5")])
-def test_lobes_from_external_tool(tmp_path, phantom_dicom, tool, mode, scheme):
-    out = tmp_path / "out"
-    assert _analyze(phantom_dicom, out, "--lobe-tool", tool(mode), "--lobe-labels", scheme) == 0
-    res = json.loads((out / "results.json").read_text())
+def test_lobes_from_external_tool(phantom_dicom, tool, mode, scheme):
+    a = _analysis(phantom_dicom, lobe_tool=tool(mode), lobe_tool_labels=scheme)
+    res = a.to_dict()
     assert res["regions"]["kind"] == "lobes"
     assert res["method"]["regions"].startswith("external lobe tool")
     assert res["quantification"]["severity"]["max"] == 25
@@ -80,10 +84,9 @@ def test_lobes_from_external_tool(tmp_path, phantom_dicom, tool, mode, scheme):
     assert all(vols[n] > 0 for n in ("right upper lobe", "right middle lobe", "right lower lobe",
                                       "left upper lobe", "left lower lobe"))
     # the tool's numbers were translated: Pulmo's right upper lobe is in the right lung, above its lower lobe
-    lungs = np.asarray(nib.load(out / "lungs.nii.gz").dataobj)
-    regions = np.asarray(nib.load(out / "regions.nii.gz").dataobj)     # (x, y, z) of the DICOM stack
+    lungs, regions = a.native_mask("lungs"), a.native_mask("regions")   # (z, y, x) of the DICOM stack
     assert np.all(lungs[regions == 1] == 1) and np.all(lungs[regions == 4] == 2)
-    zmean = {k: (np.nonzero(regions == k)[2]).mean() for k in (1, 3, 4, 5)}
+    zmean = {k: (np.nonzero(regions == k)[0]).mean() for k in (1, 3, 4, 5)}
     assert zmean[1] > zmean[3] and zmean[4] > zmean[5]
 
 
@@ -109,19 +112,15 @@ def test_environment_variable(tmp_path, phantom_dicom, tool, monkeypatch):
 
 
 @pytest.mark.parametrize("mode,message", [("fail", "CUDA out of memory"), ("shrink", "does not match the CT")])
-def test_failing_tool_falls_back_to_zones(tmp_path, phantom_dicom, tool, mode, message):
-    out = tmp_path / "out"
-    assert _analyze(phantom_dicom, out, "--lobe-tool", tool(mode)) == 0
-    res = json.loads((out / "results.json").read_text())
+def test_failing_tool_falls_back_to_zones(phantom_dicom, tool, mode, message):
+    res = _analysis(phantom_dicom, lobe_tool=tool(mode)).to_dict()
     assert res["regions"]["kind"] == "zones"
     warn = [w for w in res["warnings"] if w["code"] == "lobe_tool_failed"]
     assert warn and message in warn[0]["message"] and "zones used" in warn[0]["message"]
 
 
-def test_missing_tool_falls_back(tmp_path, phantom_dicom):
-    out = tmp_path / "out"
-    assert _analyze(phantom_dicom, out, "--lobe-tool", "no-such-lobe-program {input} {output}") == 0
-    res = json.loads((out / "results.json").read_text())
+def test_missing_tool_falls_back(phantom_dicom):
+    res = _analysis(phantom_dicom, lobe_tool="no-such-lobe-program {input} {output}").to_dict()
     assert res["regions"]["kind"] == "zones"
     assert any("not found on PATH" in w["message"] for w in res["warnings"])
 

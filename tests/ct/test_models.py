@@ -185,12 +185,21 @@ def test_default_model_discovery(tmp_path, monkeypatch):
     _constant_map_model(pkg_dir / "lobes.onnx", "lobes", _lobe_maps(8, 8), {"0": "bg"})
     assert m.default_model_paths() == {"lungs": pkg_dir / "lungs-v2.onnx", "lobes": pkg_dir / "lobes.onnx"}
     _constant_map_model(env_dir / "lungs.onnx", "lungs", np.ones((3, 8, 8), np.float32), {"0": "bg"})
-    monkeypatch.setenv("PULMO_CT_MODELS", str(env_dir))
-    assert m.default_model_paths()["lungs"] == env_dir / "lungs.onnx"  # $PULMO_CT_MODELS first
-    assert m.default_model_paths()["lobes"] == pkg_dir / "lobes.onnx"  # then the packaged folder
+    assert m.default_model_paths(env_dir)["lungs"] == env_dir / "lungs.onnx"  # the given folder first
+    assert m.default_model_paths(env_dir)["lobes"] == pkg_dir / "lobes.onnx"  # then the packaged folder
     assert m.find_model("lobes").task == "lobes"
-    monkeypatch.setenv("PULMO_CT_MODELS", "none")
-    assert m.default_model_paths() == {} and m.find_model("lungs") is None
+    assert m.find_model("lungs", search=False) is None
+    # the command line maps $PULMO_CT_MODELS onto the options: a folder, or "none" (no search, no network)
+    from pulmo.cli import build_parser
+    from pulmo.cli.ct import analysis_options
+
+    args = build_parser().parse_args(["ct", "analyze", "in", "-o", "out"])
+    opts = analysis_options(args, {"PULMO_CT_MODELS": str(env_dir)})
+    assert m.plugin_model("lungs", opts).path == env_dir / "lungs.onnx"
+    assert m.plugin_model("lobes", opts).path == pkg_dir / "lobes.onnx"
+    opts = analysis_options(args, {"PULMO_CT_MODELS": "none"})
+    assert m.plugin_model("lungs", opts) is None and not opts.shipped_network
+    assert m.missing_plugin_models(opts, ("lungs", "lobes")) == ["lungs", "lobes"]
 
 
 def test_batch_with_image_folder_study(tmp_path, monkeypatch):

@@ -15,7 +15,7 @@ from pulmo.ct.io import ignored_files, image_files, input_kind, load, output_nam
 from pulmo.ct.io.dicom import list_files
 from pulmo.ct.io.grey_image import MAX_SIDE, read_gray_image
 from pulmo.ct.models.runtime import MAX_SIDE as RUNTIME_MAX_SIDE
-from pulmo.ct.pipeline import check_output_location, staging_dir
+from pulmo.ct.outputs import check_output_location, staging_dir
 from pulmo.errors import InputError
 
 
@@ -111,5 +111,6 @@ def test_image_folder_beside_other_files_and_links(tmp_path):
     nest = tmp_path / "nest"
     (nest / "day1").mkdir(parents=True)
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(nest / "day1" / "0.png")
-    with pytest.raises(InputError, match="1 PNG/JPG image\\(s\\) in day1; give the folder that holds them, or --batch"):
+    with pytest.raises(InputError, match="1 PNG/JPG image\\(s\\) in day1; give the folder that holds them, or analyse "
+                                         "each sub-folder as its own study"):
         load(nest)

@@ -45,11 +45,11 @@ def test_lungmask_two_slice_counts():
     assert abs((res.labels == 2).sum() / left_ref - 1) <= 0.03
 
 
-def test_abdomen_ct_flagged_not_chest(tmp_path):
+def test_abdomen_ct_flagged_not_chest():
+    from pulmo.ct import AnalysisOptions, analyze
+
     src = shared_path("ct", "abdomen-ct-totalsegmentator", "example_ct_dicom")  # JPEG 2000 compressed
-    out = tmp_path / "abd"
-    assert main(["ct", "analyze", str(src), "-o", str(out), "--no-progress"]) == 0
-    res = json.loads((out / "results.json").read_text())
+    res = analyze(src, AnalysisOptions(shipped_network=False, plugin_models=False)).to_dict()
     assert res["assessable"] is False
     assert any(w["code"] == "partial_coverage" and "not a chest CT" in w["message"] for w in res["warnings"])
     assert res["quantification"]["severity"]["value"] is None and res["quantification"]["pneumonia"]["flag"] is None
@@ -64,6 +64,7 @@ def test_abdomen_nifti_flagged(tmp_path):
     assert res["assessable"] is False
 
 
+@pytest.mark.slow
 def test_lidc_end_to_end(tmp_path):
     src = shared_path("ct", "lidc-idri-0001")
     out = tmp_path / "lidc"
@@ -80,14 +81,13 @@ def test_lidc_end_to_end(tmp_path):
 
 def _default_lungs(path, monkeypatch):
     """The lung labels `pulmo ct analyze` produces by default (shipped network, learned lung recovery)."""
-    from pulmo.ct.pipeline import AnalysisOptions, compute
+    from pulmo.ct import AnalysisOptions, analyze
 
-    monkeypatch.delenv("PULMO_CT_MODELS", raising=False)
-    case = compute(load(path), AnalysisOptions(), segment_only=True)
-    if case.results["method"]["learned_model"] is None:
+    analysis = analyze(load(path), AnalysisOptions(segment_only=True))
+    if analysis.method["learned_model"] is None:
         pytest.skip("the shipped segmentation model is not installed")
-    assert case.results["method"]["source"]["lungs"] == "classical+learned"
-    return case.lungs
+    assert analysis.method["source"]["lungs"] == "classical+learned"
+    return analysis.lungs
 
 
 def test_default_pipeline_lung_targets(monkeypatch):

@@ -42,12 +42,11 @@ def _slice_image(h: int, w: int, seed: int) -> np.ndarray:
 
 
 @needs_model
-def test_default_uses_shipped_model(tmp_path, phantom_dicom, monkeypatch):
-    monkeypatch.delenv("PULMO_CT_MODELS", raising=False)
+def test_default_uses_shipped_model(phantom_dicom):
+    from pulmo.ct import analyze
+
     version = _shipped_version()
-    out = tmp_path / "out"
-    assert main(["ct", "analyze", str(phantom_dicom), "-o", str(out), "--no-dicom", "--no-progress"]) == 0
-    res = json.loads((out / "results.json").read_text())
+    res = analyze(phantom_dicom).to_dict()  # the default options
     m = res["method"]
     assert m["source"] == {"lungs": "classical+learned", "lesions": "learned"}  # learned lung recovery is on
     assert m["learned_model"]["file"] == "seg.onnx" and m["learned_model"]["version"] == version

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pulmo.cli.ct_evaluate import add_command, dice, evaluate_dirs
+from pulmo.cli.ct_evaluate import add_command
+from pulmo.ct.evaluate import dice, evaluate_dirs
 from pulmo.errors import InputError
 
 
@@ -170,3 +171,40 @@ def test_dice_empty():
     z = np.zeros((4, 4), bool)
     assert math.isnan(dice(z, z))
     assert dice(z, ~z) == 0.0
+
+
+def test_library_scores_plain_arrays_2d_and_3d():
+    """pulmo.ct.evaluate on arrays: one Dice for slices and volumes; the pooled Dice is the Dice of
+    the summed overlap counts; a binary truth scores the lesion union only."""
+    from pulmo.ct.evaluate import class_masks, dice_from_overlap, lesion_in_lung, overlap
+
+    truth = np.zeros((3, 8, 8), np.uint8)
+    truth[0, :4, :4] = 1
+    truth[1, 4:, 4:] = 2
+    pred = truth.copy()
+    pred[1, 4:, 6:] = 1                                     # half the consolidation called GGO
+    masks = class_masks(pred, truth)
+    assert dice(*masks["lesion"]) == 1.0 and dice(*masks["consolidation"]) == pytest.approx(2 * 8 / 24)
+    assert overlap(*masks["ggo"]) == (16, 40)
+    per_slice = [overlap(p, g) for p, g in zip(*masks["ggo"])]
+    pooled = dice_from_overlap(*np.sum(per_slice, axis=0))
+    assert pooled == pytest.approx(dice(*masks["ggo"]))     # pooled over slices = Dice of the volume
+    p_cons, g_cons = masks["consolidation"]
+    assert math.isnan(dice(p_cons[0], g_cons[0]))           # slice 0: no consolidation in either
+    assert set(class_masks(pred, truth > 0, truth_binary=True)) == {"lesion"}
+    lungs = np.zeros_like(truth)
+    lungs[:, :, :6] = 1
+    assert lesion_in_lung(pred, lungs) == (16 + 8, 16 + 16)
+    with pytest.raises(InputError, match="differ in shape"):
+        overlap(pred[0], truth)
+
+
+def test_cli_names_the_folders_as_on_the_command_line(tmp_path, dirs):
+    """The library names its parameters ('pred_dir'); ``pulmo ct evaluate`` says PRED_DIR / GT_DIR."""
+    pred, gt = dirs
+    with pytest.raises(InputError, match="^'pred_dir' .*: not a folder$"):
+        evaluate_dirs(tmp_path / "nope", gt)
+    with pytest.raises(InputError, match="^PRED_DIR .*: not a folder$"):
+        _run(["evaluate", str(tmp_path / "nope"), str(gt)])
+    with pytest.raises(InputError, match="^PRED_DIR and GT_DIR are the same folder"):
+        _run(["evaluate", str(pred), str(pred)])

@@ -13,10 +13,13 @@ from PIL import Image
 
 from shared_data import shared_path
 
-from pulmo.cli.ct_evaluate import evaluate_dirs
-from pulmo.ct.models import DEFAULT_MODEL_8BIT, load_segmenter, segment_image_folder
+from pulmo.ct.evaluate import evaluate_dirs
+from pulmo.ct.models import DEFAULT_MODEL_8BIT, load_segmenter
+from pulmo.train.seg_eval import segment_folder
 
 from pulmo.train.seg_data import PNG_TEST_START, medseg_names  # numpy/Pillow only, no torch
+
+pytestmark = pytest.mark.slow  # minutes of training / accuracy runs: the full suite only
 
 
 def _link_subset(tmp_path, base, names, layout):
@@ -34,7 +37,7 @@ def test_heldout_png_lungs_and_lesions(tmp_path):
     names = [f"{i:04d}" for i in range(PNG_TEST_START, 1614)]  # the whole held-out block (about 60 s)
     _link_subset(tmp_path, base, names, [("ct", "img", ".png"), ("covid", "gt/covid", ".png"),
                                          ("lungs", "gt/lungs", ".png")])
-    segment_image_folder(tmp_path / "img", tmp_path / "pred", on_error="raise")
+    segment_folder(tmp_path / "img", tmp_path / "pred")
     res = evaluate_dirs(tmp_path / "pred", tmp_path / "gt")
     assert res["n_images"] == len(names)
     # the per-image lung target on the 214 held-out slices: seg-2d-3.5 0.9707, 3.4 0.9706, 3.3/3.2 0.9705 (seg-2d-3.1
@@ -49,7 +52,7 @@ def test_heldout_medseg(tmp_path):
     train, names = medseg_names(base.parents[1])
     assert len(names) == 10 and not set(names) & set(train)
     _link_subset(tmp_path, base, names, [("images", "img", ".jpg"), ("labels", "gt/labels", ".png")])
-    segment_image_folder(tmp_path / "img", tmp_path / "pred", on_error="raise")
+    segment_folder(tmp_path / "img", tmp_path / "pred")
     res = evaluate_dirs(tmp_path / "pred", tmp_path / "gt")
     assert res["dice"]["lesion"]["pooled"] >= 0.6
     assert res["dice"]["ggo"]["pooled"] >= 0.45
@@ -120,8 +123,7 @@ def test_no_consolidation_specks_on_slices_without_consolidation(tmp_path):
     set_minor_lesion_share(DEFAULT_MODEL_8BIT, no_rule, 0.0)
     specks = {}
     for tag, model in (("shipped", DEFAULT_MODEL_8BIT), ("no_rule", no_rule)):
-        segment_image_folder(tmp_path / "img", tmp_path / tag, segmenter=load_segmenter(model, kind="8bit"),
-                             on_error="raise")
+        segment_folder(tmp_path / "img", tmp_path / tag, seg_model=model)
         specks[tag] = [n for n in names if (np.asarray(Image.open(tmp_path / tag / f"{n}_lesions.png")) == 2).any()]
     assert len(specks["no_rule"]) >= 2  # the rule has specks to remove
     assert len(specks["shipped"]) <= 1 and set(specks["shipped"]) < set(specks["no_rule"])
@@ -137,7 +139,7 @@ def test_split_limits_on_the_heldout_medseg_slices(tmp_path):
     root = shared_path("seg2d", "medseg-train").parents[1]
     d = heldout_dirs(root, tmp_path)["medseg"]
     seg = load_segmenter(DEFAULT_MODEL_8BIT)
-    segment_image_folder(d / "images", d / "pred", segmenter=seg, on_error="raise")
+    segment_folder(d / "images", d / "pred", seg_model=seg.path)
     r = split_limits(tmp_path, min_share=seg.info.minor_lesion_share, keys=("medseg",))["medseg"]
     net, perfect, oracle = (r[v]["dice"] for v in ("network", "perfect_split", "density_oracle"))
     assert net["lesion"] == perfect["lesion"] == oracle["lesion"]          # the outline never changes

@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 
+from pulmo.errors import InputError
 from pulmo.train.seg_eval import main, paired_differences
 
 
@@ -44,12 +45,12 @@ def test_paired_differences_over_images_scored_in_both(tmp_path, capsys):
 def test_paired_differences_refuses_folders_that_do_not_pair(tmp_path):
     new = _work(tmp_path / "new", [_row("a", 0.6, 0.5, 0.8)], [_row("p1", lesion=0.6, lung=0.97)])
     other = _work(tmp_path / "other", [_row("z", 0.6, 0.5, 0.8)], [_row("p1", lesion=0.6, lung=0.97)])
-    with pytest.raises(SystemExit, match="score different images"):
+    with pytest.raises(InputError, match="score different images"):
         paired_differences(new, other)
-    with pytest.raises(SystemExit, match="missing"):
+    with pytest.raises(InputError, match="missing"):
         paired_differences(new, tmp_path / "nothing-here")
     assert np.isfinite(paired_differences(new, new)["medseg"]["lesion"]["mean"])
     for junk in ("{not json", json.dumps([{"ggo": 0.5}]), json.dumps([_row("a", "high", 0.5, 0.8)]), "[1, 2]"):
         (other / "medseg_per_image.json").write_text(junk)
-        with pytest.raises(SystemExit, match="not a per-image file"):
+        with pytest.raises(InputError, match="not a per-image file"):
             paired_differences(new, other)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pulmo.errors import InputError
 from pulmo.train.seg_split_limits import best_threshold, perfect_split, split_limits, threshold_split
 
 
@@ -77,7 +78,7 @@ def test_split_limits_scores_the_network_and_both_bounds(tmp_path):
     saved = json.loads((tmp_path / "medseg_split_limits.json").read_text())
     assert saved["perfect_split"]["dice"]["ggo"]["mean"] == 1.0
     (d / "pred" / "a_lesions.png").unlink()
-    with pytest.raises(SystemExit, match="missing"):
+    with pytest.raises(InputError, match="missing"):
         split_limits(tmp_path)
-    with pytest.raises(SystemExit, match="run the evaluation first"):
+    with pytest.raises(InputError, match="run the evaluation first"):
         split_limits(tmp_path / "nothing")

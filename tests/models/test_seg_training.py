@@ -6,7 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from pulmo.errors import InputError, ModelError
 from pulmo.train import seg_data as D
+
+pytestmark = pytest.mark.slow  # minutes of training / accuracy runs: the full suite only
 
 try:
     import torch
@@ -141,21 +144,25 @@ def test_export_wrapper_matches_argmax(tmp_path, arch):
     assert (le2[far] == 0).all()
 
 
+def _tiny_cache(path, n=4):
+    """A training cache of ``n`` random 256x256 slices per source (two box lungs), written to ``path``."""
+    rng = np.random.default_rng(0)
+    lu = np.zeros((n, 256, 256), np.uint8)
+    lu[:, 60:200, 30:120], lu[:, 60:200, 136:226] = 1, 2
+    np.savez_compressed(path, png_im=rng.integers(0, 255, (n, 256, 256), dtype=np.uint8), png_lu=lu,
+                        png_le=(rng.random((n, 256, 256)) > 0.9).astype(np.uint8),
+                        ms_im=rng.integers(0, 255, (n, 256, 256), dtype=np.uint8),
+                        ms_le=rng.integers(0, 3, (n, 256, 256), dtype=np.uint8),
+                        hu=np.where(lu > 0, -850, 40).astype(np.float32), hu_lu=lu)
+    return path
+
+
 @needs_torch
 def test_training_smoke_and_resume(tmp_path):
     """A few iterations on a tiny synthetic cache; the second call resumes from the checkpoint."""
     from pulmo.train import seg
 
-    rng = np.random.default_rng(0)
-    n = 4
-    cache = tmp_path / "cache.npz"
-    lu = np.zeros((n, 256, 256), np.uint8)
-    lu[:, 60:200, 30:120], lu[:, 60:200, 136:226] = 1, 2
-    np.savez_compressed(cache, png_im=rng.integers(0, 255, (n, 256, 256), dtype=np.uint8), png_lu=lu,
-                        png_le=(rng.random((n, 256, 256)) > 0.9).astype(np.uint8),
-                        ms_im=rng.integers(0, 255, (n, 256, 256), dtype=np.uint8),
-                        ms_le=rng.integers(0, 3, (n, 256, 256), dtype=np.uint8),
-                        hu=np.where(lu > 0, -850, 40).astype(np.float32), hu_lu=lu)
+    cache = _tiny_cache(tmp_path / "cache.npz")
     out = tmp_path / "run"
     argv = ["train", "--out", str(out), "--cache", str(cache), "--iters", "2", "--batch", "2", "--ckpt-every", "1"]
     assert seg.main(argv) == 0
@@ -308,7 +315,7 @@ def test_sampler_refuses_impossible_medseg_share():
     from pulmo.train.seg import Sampler
 
     data = {"ms_im": np.zeros((1, 8, 8), np.uint8)}
-    with pytest.raises(SystemExit, match="--p-medseg must lie in 0..0.55"):
+    with pytest.raises(InputError, match="'p_medseg' must lie in 0..0.55"):
         Sampler(data, np.random.default_rng(0), p_ms=0.6)
     assert Sampler(data, np.random.default_rng(0), p_ms=0.55).p[2] == 0  # no LIDC slices, no error
 
@@ -319,9 +326,9 @@ def test_sampler_png_share_sets_the_batch_mix():
     data = {"ms_im": np.zeros((1, 8, 8), np.uint8)}
     s = Sampler(data, np.random.default_rng(0), p_ms=0.7, p_png=0.25)
     assert np.allclose(s.p, [0.7, 0.25, 0.05])
-    with pytest.raises(SystemExit, match="--p-medseg must lie in 0..0.75"):
+    with pytest.raises(InputError, match="'p_medseg' must lie in 0..0.75"):
         Sampler(data, np.random.default_rng(0), p_ms=0.8, p_png=0.25)
-    with pytest.raises(SystemExit, match="--p-png must lie in 0..1"):
+    with pytest.raises(InputError, match="'p_png' must lie in 0..1"):
         Sampler(data, np.random.default_rng(0), p_ms=0.1, p_png=1.5)
 
 
@@ -369,18 +376,18 @@ def test_png_pseudo_file_is_checked_against_the_cache(tmp_path):
     good[:, 2:4, 2:6] = 2
     np.savez(tmp_path / "ok.npz", le3=good)
     assert np.array_equal(load_png_pseudo(tmp_path / "ok.npz", png_le), good)
-    with pytest.raises(SystemExit, match="no such file"):
+    with pytest.raises(InputError, match="no such file"):
         load_png_pseudo(tmp_path / "missing.npz", png_le)
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
-    with pytest.raises(SystemExit, match="not a pseudo-labels .npz"):
+    with pytest.raises(InputError, match="not a pseudo-labels .npz"):
         load_png_pseudo(tmp_path / "junk.npz", png_le)
     np.savez(tmp_path / "short.npz", le3=good[:2])
-    with pytest.raises(SystemExit, match="do not fit the cache"):
+    with pytest.raises(InputError, match="do not fit the cache"):
         load_png_pseudo(tmp_path / "short.npz", png_le)
     wrong = good.copy()
     wrong[0, 0, 0] = 1  # a lesion pixel outside the reference infection mask
     np.savez(tmp_path / "wrong.npz", le3=wrong)
-    with pytest.raises(SystemExit, match="lesion extent differs"):
+    with pytest.raises(InputError, match="lesion extent differs"):
         load_png_pseudo(tmp_path / "wrong.npz", png_le)
 
 
@@ -399,7 +406,7 @@ def test_split_infection_keeps_the_reference_extent(tmp_path):
         pytest.skip("shared test data not available: ../shared/data/seg2d/medseg-train")
     from PIL import Image
 
-    from pulmo.ct.models.images import read_gray_image
+    from pulmo.ct.io.grey_image import read_gray_image
 
     set_minor_lesion_share(default_model("8bit"), tmp_path / "no_rule.onnx", 0.0)
     teacher = Segmenter(tmp_path / "no_rule.onnx", threads=1)
@@ -502,15 +509,7 @@ def test_init_from_an_fp32_export_reproduces_the_network(tmp_path):
     # a random network would be far off: the comparison can fail
     with torch.no_grad():
         assert (SegNet.from_arch("seg-2d-1").eval().features(xt) - want).abs().max() > 0.1 * want.abs().max()
-    rng = np.random.default_rng(0)
-    lu = np.zeros((4, 256, 256), np.uint8)
-    lu[:, 60:200, 30:120], lu[:, 60:200, 136:226] = 1, 2
-    small = tmp_path / "small.npz"
-    np.savez_compressed(small, png_im=rng.integers(0, 255, (4, 256, 256), dtype=np.uint8), png_lu=lu,
-                        png_le=(rng.random((4, 256, 256)) > 0.9).astype(np.uint8),
-                        ms_im=rng.integers(0, 255, (4, 256, 256), dtype=np.uint8),
-                        ms_le=rng.integers(0, 3, (4, 256, 256), dtype=np.uint8),
-                        hu=np.where(lu > 0, -850, 40).astype(np.float32), hu_lu=lu)
+    small = _tiny_cache(tmp_path / "small.npz")
     run = tmp_path / "ft"
     argv = ["train", "--arch", "seg-2d-1", "--out", str(run), "--cache", str(small), "--iters", "1",
             "--batch", "2", "--lr", "0", "--init-onnx", str(model)]
@@ -554,7 +553,7 @@ def test_init_from_the_shipped_int8_model(tmp_path):
     assert (tl.argmax(1).numpy() == lu).mean() > 0.95
     near = torch.nn.functional.max_pool2d(torch.from_numpy(lu > 0).float()[:, None], 5, 1, 2)[:, 0].numpy() > 0
     assert ((te.argmax(1).numpy() * near) == le).mean() > 0.95
-    with pytest.raises(SystemExit, match="do not fit this --arch"):
+    with pytest.raises(ModelError, match="do not fit this 'arch'"):
         init_from_onnx(SegNet.from_arch("seg-2d-1"), onnx_conv_weights(shipped), x)
     junk = tmp_path / "junk.onnx"
     junk.write_bytes(b"\x00garbage")
@@ -594,5 +593,123 @@ def test_onnx_conv_weights_dequantises_and_refuses_non_constant_weights(tmp_path
     assert np.allclose(w2, 0.25 * q)
     nodes[1] = helper.make_node("Identity", ["x"], ["w2"])  # a weight that is not a constant
     onnx.save(helper.make_model(helper.make_graph(nodes, "g", [x], ys, inits)), str(path))
-    with pytest.raises(SystemExit, match="is not a constant"):
+    with pytest.raises(ModelError, match="is not a constant"):
         onnx_conv_weights(path)
+
+
+@needs_torch
+def test_train_and_export_as_library_functions(tmp_path):
+    """``train(TrainConfig(...))`` with explicit parameters, no command line: progress lines go to
+    ``log``, the result names the files; a second call resumes; ``export`` returns the file."""
+    import dataclasses
+
+    from pulmo.ct.models import Segmenter
+    from pulmo.train.seg import TrainConfig, TrainResult, export, train
+
+    config = TrainConfig(out=str(tmp_path / "run"), cache=_tiny_cache(tmp_path / "cache.npz"), arch="seg-2d-1",
+                         iters=2, batch=2, ckpt_every=1)
+    assert config.out == tmp_path / "run"  # paths as Path
+    lines = []
+    result = train(config, log=lines.append)
+    assert isinstance(result, TrainResult) and (result.iterations, result.started) == (2, 0)
+    assert result.final.is_file() and torch.load(result.checkpoint, weights_only=False)["iter"] == 2
+    assert not lines  # a fresh run logs every 20 iterations
+    again = train(dataclasses.replace(config, iters=3), log=lines.append)
+    assert again.started == 2 and lines == [f"resumed from {result.checkpoint} at iteration 2"]
+    model = export(config.out, tmp_path / "m.onnx", version="test-1.0", tta_sizes=[64])
+    assert model == tmp_path / "m.onnx"
+    s = Segmenter(model, threads=1)
+    assert s.version == "test-1.0" and s.metadata["tta_sizes"] == [64]
+
+
+@needs_torch
+def test_bad_training_parameters_raise_input_error_not_system_exit(tmp_path):
+    """The library refuses bad values with InputError, naming the parameter (not a flag), before
+    anything is read or written; the command line words the same refusal with its flags."""
+    from pulmo.train import seg
+    from pulmo.train.seg import TrainConfig, export, train
+
+    out = tmp_path / "run"
+    for bad, msg in (({"dropout": 1.0}, "'dropout' must lie in 0..1"),
+                     ({"p_medseg": 0.6}, r"'p_medseg' must lie in 0..0.55"),
+                     ({"p_png": -0.1}, "'p_png' must lie in 0..1"),
+                     ({"batch": 0}, "'batch' must be a whole number of at least 1"),
+                     ({"iters": 2.5}, "'iters' must be a whole number")):
+        with pytest.raises(InputError, match=msg) as caught:
+            TrainConfig(out=out, **bad)
+        assert "--" not in str(caught.value)
+    with pytest.raises(InputError, match="unknown network variant 'seg-9'"):
+        train(TrainConfig(out=out, arch="seg-9", cache=tmp_path / "none.npz"))
+    with pytest.raises(InputError, match="'data' .*: no training data"):
+        train(TrainConfig(out=out, cache=tmp_path / "none.npz", data=tmp_path / "no-data"))
+    with pytest.raises(InputError, match="'tta_sizes' must be multiples of 16 of at least 64, not 224,250"):
+        export(out, tta_sizes=[224, 250])
+    with pytest.raises(InputError, match="give 'tta_sizes' too"):
+        export(out, minor_lesion_share=0.02)
+    with pytest.raises(InputError, match="no final.pt or checkpoint.pt"):
+        export(out)
+    assert not out.exists()
+    with pytest.raises(SystemExit, match="^--p-png must lie in 0..1, not -0.1$"):
+        seg.main(["train", "--out", str(out), "--p-png", "-0.1"])
+
+
+def test_command_line_wording_of_library_messages():
+    """Quoted parameter names become the flags of the parser (sub-commands included); other
+    quoted words stay."""
+    from pulmo.train._cli import command_line_message
+    from pulmo.train.seg import _parser
+
+    ap = _parser()
+    assert command_line_message("'minor_lesion_share' needs 'tta_sizes'; 'p_png' 'seg-9' 'other'", ap) == \
+        "--minor-lesion-share needs --tta-sizes; --p-png 'seg-9' 'other'"
+
+
+def _imported_modules(path):
+    import ast
+
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            yield from (a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            yield node.module
+            yield from (f"{node.module}.{a.name}" for a in node.names)
+
+
+def test_training_library_does_not_import_the_command_line():
+    """pulmo.train uses the library (pulmo.ct.evaluate, ...), never pulmo.cli; pulmo.ct.evaluate
+    imports neither argparse nor tqdm and reads no environment variable."""
+    import ast
+    from pathlib import Path
+
+    import pulmo.ct.evaluate
+    import pulmo.train
+
+    files = sorted(Path(pulmo.train.__file__).parent.glob("*.py"))
+    assert len(files) >= 8
+    for f in files:
+        bad = [m for m in _imported_modules(f) if m == "pulmo.cli" or m.startswith("pulmo.cli.")]
+        assert not bad, f"{f.name} imports {bad}"
+        names = [c.value for c in ast.walk(ast.parse(f.read_text(encoding="utf-8")))
+                 if isinstance(c, ast.Constant) and isinstance(c.value, str)]
+        assert not [n for n in names if n == "pulmo.cli" or n.startswith("pulmo.cli.")], f.name  # importlib
+    lib = Path(pulmo.ct.evaluate.__file__)
+    assert not {"argparse", "tqdm", "os"} & {m.split(".")[0] for m in _imported_modules(lib)}
+    assert "environ" not in lib.read_text(encoding="utf-8") and "getenv" not in lib.read_text(encoding="utf-8")
+
+
+def test_library_error_messages_name_no_flags():
+    """Every InputError / ModelError raised in pulmo.train and pulmo.ct.evaluate names parameters,
+    not command-line flags (the command lines add those)."""
+    import ast
+    import re
+    from pathlib import Path
+
+    import pulmo.ct.evaluate
+    import pulmo.train
+
+    files = [*Path(pulmo.train.__file__).parent.glob("*.py"), Path(pulmo.ct.evaluate.__file__)]
+    for f in files:
+        for node in ast.walk(ast.parse(f.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) in ("InputError", "ModelError"):
+                texts = [c.value for c in ast.walk(node) if isinstance(c, ast.Constant) and isinstance(c.value, str)]
+                assert not [t for t in texts if re.search(r"(^|[\s(])--[a-z]", t)], (f.name, node.lineno, texts)

@@ -7,7 +7,7 @@ import pytest
 
 from pulmo.errors import InputError
 from pulmo.stats import survival
-from pulmo.stats._dominance import prefix_smaller
+from pulmo.stats.dominance import prefix_smaller
 
 
 def brute_concordance(t, e, r, w=None):

@@ -20,11 +20,11 @@ from pulmo.triage.training import (
     cohort_from_table,
     concordance_index,
     fit_cox,
-    kaplan_meier,
     make_folds,
     partial_loglik,
     train_triage_model,
 )
+from pulmo.stats.survival import kaplan_meier
 from pulmo.triage.training.deepsurv import TORCH_MISSING, member_output
 
 REPO = Path(__file__).resolve().parents[2]
@@ -182,7 +182,8 @@ def test_kaplan_meier_matches_lifelines():
     rng = np.random.default_rng(2)
     t = rng.integers(1, 30, 200).astype(float)
     e = rng.integers(0, 2, 200)
-    times, s = kaplan_meier(t, e)
+    km = kaplan_meier(t, e)  # pulmo.stats.survival: every distinct time, as R's survfit
+    times, s = km.time, km.surv
     ref = lifelines.KaplanMeierFitter().fit(t, e).survival_function_at_times(times).to_numpy()
     np.testing.assert_allclose(s, ref, atol=1e-12)
 
@@ -381,6 +382,7 @@ def csv(tmp_path):
     return write
 
 
+@pytest.mark.slow
 @needs_torch
 def test_cli_trains_and_writes_model_and_report(csv, tmp_path):
     path = csv(simulate(240, 2))
@@ -430,6 +432,7 @@ def _bad(df, row, col, value):
     (lambda d: d, ["--horizons", "5,ten"], "--horizons: expected comma-separated numbers"),
     (lambda d: d, ["--risk-quantiles", "0.8,0.2"], "--risk-quantiles must be two numbers"),
 ])
+@pytest.mark.slow
 def test_cli_bad_input(csv, tmp_path, make, args, message):
     df = make(simulate(120, 4))
     path = csv(df)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from pulmo.ct.io import dicom
@@ -18,7 +19,8 @@ from pulmo.ct.io.options import LoadOptions
 from pulmo.ct.volume import CTVolume
 from pulmo.errors import InputError
 
-__all__ = ["LoadOptions", "load", "list_series", "input_kind", "image_files", "ignored_files", "output_names"]
+__all__ = ["LoadOptions", "ImageFolder", "read", "load", "list_series", "input_kind", "image_files", "ignored_files",
+           "output_names"]
 
 # suffixes of files that are never DICOM: a folder of 2D images may hold them beside its images
 NOT_DICOM_SUFFIXES = {".txt", ".md", ".csv", ".json", ".xml", ".html", ".htm", ".pdf", ".db", ".ini", ".log",
@@ -97,7 +99,8 @@ def _dicom_from_dir(root: Path, options: LoadOptions, label: str) -> CTVolume:
                 f"{label}: no DICOM images found, but {len(images)} PNG/JPG image(s) in "
                 + ", ".join("the folder itself" if w == "." else w for w in where[:3]) + ("..." if len(where) > 3 else "")
                 + (f"; a folder of 2D slices is read when it holds only images (other files: {', '.join(others)})"
-                   if others else "; give the folder that holds them, or --batch to analyse each sub-folder"))
+                   if others else "; give the folder that holds them, or analyse each sub-folder as its own study"),
+                code="images_in_subfolders" if not others else None)
     chosen = dicom.choose(series, options, skipped, label)
     vol = dicom.load_series(chosen, options, label)
     others = [s.summary() for s in series if s is not chosen]
@@ -105,11 +108,37 @@ def _dicom_from_dir(root: Path, options: LoadOptions, label: str) -> CTVolume:
     return vol
 
 
-def load(path: str | Path, options: LoadOptions | None = None) -> CTVolume:
-    """Load one study. See the module docstring."""
+@dataclass(frozen=True)
+class ImageFolder:
+    """A folder of 2D slice images (8-bit PNG/JPG), analysed image by image.
+
+    ``files``: the images directly in the folder, sorted by name; ``names``: one unique output
+    name per image (:func:`output_names`); ``ignored``: names of the other files beside them;
+    ``subfolders``: sub-folders, which are not searched."""
+
+    path: Path
+    files: tuple[Path, ...]
+    names: tuple[str, ...]
+    ignored: tuple[str, ...]
+    subfolders: tuple[str, ...]
+
+    @classmethod
+    def of(cls, path: str | Path) -> ImageFolder:
+        path = Path(path)
+        files = image_files(path)
+        subfolders = sorted(d.name for d in path.iterdir() if d.is_dir() and not d.name.startswith("."))
+        return cls(path, tuple(files), tuple(output_names(files)), tuple(ignored_files(path)), tuple(subfolders))
+
+
+def read(path: str | Path, options: LoadOptions | None = None) -> CTVolume | ImageFolder:
+    """Read one study: a :class:`CTVolume` (DICOM folder, zip or file; NIfTI, NRRD, MHA; one 2D
+    image), or an :class:`ImageFolder` for a folder of 2D images (decoded image by image later).
+    The kind of input is decided here, once (:func:`input_kind`)."""
     options = options or LoadOptions()
     path = Path(path)
     kind = input_kind(path)
+    if kind == "image-dir":
+        return ImageFolder.of(path)
     if kind == "dicom-dir":
         return _dicom_from_dir(path, options, path.name)
     if kind == "zip":
@@ -122,13 +151,18 @@ def load(path: str | Path, options: LoadOptions | None = None) -> CTVolume:
         return load_volume_file(path, options)
     if kind == "image":
         return load_image(path, options)
-    if kind == "image-dir":
-        raise InputError(f"{path}: a folder of 2D images is analysed image by image (pulmo ct analyze FOLDER), "
-                         "not loaded as one volume")
     # a single DICOM file
     series, skipped = dicom.scan([path], options)
     chosen = dicom.choose(series, options, skipped, path.name)
     return dicom.load_series(chosen, options, path.name)
+
+
+def load(path: str | Path, options: LoadOptions | None = None) -> CTVolume:
+    """Load one study as a volume (see :func:`read`); a folder of 2D images is refused."""
+    found = read(path, options)
+    if isinstance(found, ImageFolder):
+        raise InputError(f"{path}: a folder of 2D images is analysed image by image, not loaded as one volume")
+    return found
 
 
 def list_series(path: str | Path, options: LoadOptions | None = None) -> list[dict]:

@@ -25,7 +25,7 @@ import pydicom
 import SimpleITK as sitk
 from pydicom.errors import InvalidDicomError
 
-from pulmo.ct.io.options import LoadOptions
+from pulmo.ct.io.options import LoadOptions, check_size
 from pulmo.ct.volume import CTVolume, Geometry, canonicalise, warning
 from pulmo.errors import InputError
 
@@ -103,12 +103,7 @@ def _is_dicom_file(path: Path) -> bool:
 
 def read_header(path: Path, options: LoadOptions):
     """Header of one file, or None when it is not DICOM. Corrupt DICOM raises InputError."""
-    size = path.stat().st_size
-    if size > options.max_file_bytes:
-        raise InputError(
-            f"{path.name}: file is {size / 2**20:.0f} MiB, over the limit of "
-            f"{options.max_file_bytes / 2**20:.0f} MiB (raise it with --max-file-mb)"
-        )
+    check_size(path, options)
     magic = _is_dicom_file(path)
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True, force=not magic)
@@ -248,7 +243,6 @@ def load_series(info: SeriesInfo, options: LoadOptions, source: str) -> CTVolume
             warnings.append(warning("duplicate_slices", f"{n_dup} image(s) repeat a slice position; only the first of each was used"))
             along, pos = along[keep], pos[keep]
             paths = [p for p, k in zip(paths, keep) if k]
-    n = len(paths)
     with ThreadPoolExecutor(max_workers=max(1, options.workers)) as pool:
         results = list(pool.map(lambda p: _pixels(p, options), paths))
     stack = np.stack([r[0] for r in results])
@@ -259,13 +253,13 @@ def load_series(info: SeriesInfo, options: LoadOptions, source: str) -> CTVolume
         if stack.min() > -500:
             raise InputError(
                 f"{source}: the images have no RescaleSlope/RescaleIntercept and the stored values "
-                f"(minimum {stack.min():.0f}) do not look like Hounsfield units; pass --rescale-intercept "
-                "(often -1024) if you know the scanner's convention")
+                f"(minimum {stack.min():.0f}) do not look like Hounsfield units; give the rescale intercept "
+                "(often -1024) if you know the scanner's convention", code="rescale_missing")
         warnings.append(warning("rescale_missing", "images have no rescale tags; stored values were taken as "
                                 "Hounsfield units (slope 1, intercept 0) because they contain air-like values"))
     if "rescale-given" in notes:
-        warnings.append(warning("rescale_assumed", "images have no rescale tags; the slope/intercept given on "
-                                "the command line were used"))
+        warnings.append(warning("rescale_assumed", "images have no rescale tags; the slope/intercept given in the "
+                                "load options were used"))
     spacing_z, uniform, n_missing = _z_spacing(along, first)
     meta = _meta(first, spacing_z)
     if not uniform:

@@ -8,7 +8,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from pulmo.ct.io.grey_image import read_gray_image
-from pulmo.ct.io.options import LoadOptions
+from pulmo.ct.io.options import LoadOptions, check_size
 from pulmo.ct.volume import CTVolume, Geometry, canonicalise, warning
 from pulmo.errors import InputError
 from pulmo.io.archives import extract_zip
@@ -24,13 +24,6 @@ def suffix_of(path: Path) -> str:
     return path.suffix.lower()
 
 
-def check_size(path: Path, options: LoadOptions) -> None:
-    size = path.stat().st_size
-    if size > options.max_file_bytes:
-        raise InputError(f"{path.name}: file is {size / 2**20:.0f} MiB, over the limit of "
-                         f"{options.max_file_bytes / 2**20:.0f} MiB (raise it with --max-file-mb)")
-
-
 def load_volume_file(path: Path, options: LoadOptions) -> CTVolume:
     """NIfTI/NRRD/MHA through SimpleITK (NIfTI scl_slope/inter are applied by the reader)."""
     check_size(path, options)
@@ -39,12 +32,19 @@ def load_volume_file(path: Path, options: LoadOptions) -> CTVolume:
     except RuntimeError as exc:
         msg = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
         raise InputError(f"{path.name}: cannot read the image ({msg}); the file may be truncated or corrupt") from exc
+    return volume_from_image(img, source=str(path), kind=VOLUME_SUFFIXES.get(suffix_of(path), "volume"))
+
+
+def volume_from_image(img: sitk.Image, source: str = "image in memory", kind: str = "volume") -> CTVolume:
+    """A SimpleITK image of a CT in Hounsfield units (any orientation) as a :class:`CTVolume` on
+    the canonical LPS grid; the image's own grid is kept as the volume's native grid."""
+    name = Path(source).name or source
     if img.GetNumberOfComponentsPerPixel() != 1:
-        raise InputError(f"{path.name}: a colour/vector image is not a CT volume")
+        raise InputError(f"{name}: a colour/vector image is not a CT volume")
     if img.GetDimension() == 2:
         img = sitk.JoinSeries(img)
     if img.GetDimension() != 3:
-        raise InputError(f"{path.name}: expected a 3D volume, got {img.GetDimension()} dimensions")
+        raise InputError(f"{name}: expected a 3D volume, got {img.GetDimension()} dimensions")
     img = sitk.Cast(img, sitk.sitkFloat32)
     native = Geometry.of(img)
     canon, exact = canonicalise(img)
@@ -52,11 +52,10 @@ def load_volume_file(path: Path, options: LoadOptions) -> CTVolume:
     warnings = []
     if not exact:
         warnings.append(warning("oblique", "the volume is oblique; it was resampled onto an LPS-aligned grid"))
-    kind = VOLUME_SUFFIXES.get(suffix_of(path), "volume")
     vol = CTVolume(array=arr, spacing=tuple(canon.GetSpacing()[::-1]), origin=tuple(canon.GetOrigin()), is_hu=True,
-                   native=native, native_exact=exact, source=str(path), kind=kind, warnings=warnings,
+                   native=native, native_exact=exact, source=source, kind=kind, warnings=warnings,
                    meta={"modality": "CT (assumed)", "slice_thickness_mm": float(canon.GetSpacing()[2])})
-    check_hu(vol, path.name)
+    check_hu(vol, name)
     np.clip(vol.array, -1024, 3071, out=vol.array)
     return vol
 

@@ -1,7 +1,6 @@
 """8-bit grey-level slice images (PNG/JPG...): the one reader of the 2D path.
 
-Used by ``pulmo ct analyze|segment`` on images and image folders and by
-:func:`pulmo.ct.models.segment_image_folder`, so both refuse the same inputs.
+Used for every 2D image :func:`pulmo.ct.analyze` reads (one image, or a folder of them).
 """
 
 from __future__ import annotations

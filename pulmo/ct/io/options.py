@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+
+from pulmo.errors import InputError
 
 
 @dataclass
@@ -25,3 +28,11 @@ class LoadOptions:
     rescale_intercept: float | None = None
     no_hu: bool = False
     workers: int = 2
+
+
+def check_size(path: Path, options: LoadOptions) -> None:
+    """Refuse a file larger than ``options.max_file_bytes`` (before reading it)."""
+    size = path.stat().st_size
+    if size > options.max_file_bytes:
+        raise InputError(f"{path.name}: file is {size / 2**20:.0f} MiB, over the limit of "
+                         f"{options.max_file_bytes / 2**20:.0f} MiB", code="file_too_large")

@@ -10,13 +10,14 @@ non-commercial research use only (training data licences).
 
 API (for the CT pipeline and the CLI)::
 
-    from pulmo.ct.models import load_segmenter, segment_image_folder
+    from pulmo.ct.models import load_segmenter
     seg = load_segmenter()                     # HU model; load_segmenter("other.onnx"); cached
     lungs, lesions = seg.segment_slices(hu_volume, kind="hu")      # (N, H, W) -> uint8 x2
     seg8 = load_segmenter(kind="8bit")         # the 8-bit model
     lungs, lesions = seg8.segment_slices(uint8_slices, kind="8bit")
     seg.metadata    # {"version", "input_size", "hu_window", "lung_classes", "lesion_classes", ...}
-    records = segment_image_folder("in/", "out/")   # out/<name>_lungs.png, <name>_lesions.png
+
+Folders of 2D images are segmented through :func:`pulmo.ct.analyze` (``pulmo ct segment DIR``).
 
 * ``lungs``: 0 background, 1 lung on the image's left (patient's right in the
   canonical LPS grid / radiological view), 2 the other lung.
@@ -28,7 +29,7 @@ API (for the CT pipeline and the CLI)::
   values out of range, NaN).
 """
 
-from pulmo.ct.models.images import read_gray_image, segment_image_folder
+from pulmo.ct.io.grey_image import read_gray_image
 from pulmo.ct.models.runtime import (
     DEFAULT_MODEL,
     DEFAULT_MODEL_8BIT,
@@ -48,5 +49,4 @@ __all__ = [
     "default_model",
     "load_segmenter",
     "read_gray_image",
-    "segment_image_folder",
 ]

@@ -1,20 +1,13 @@
-"""Folders of 2D slice images (8-bit PNG/JPG...) -> ``<name>_lungs.png`` / ``<name>_lesions.png``.
+"""Checks on the masks of a 2D slice image (8-bit PNG/JPG): is it a chest-CT slice at all?
 
-This is the fast path of ``pulmo ct segment DIR -o OUT`` for 2D images: every image is
-segmented on its own (any size; the masks have the image's size) and two label PNGs
-are written, with values 0/1/2 (see :mod:`pulmo.ct.models.runtime`).
+Folders of such images are analysed by :func:`pulmo.ct.analyze` (one path for every input),
+which records :func:`image_warning` per image.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
-from pulmo.ct.io.grey_image import read_gray_image
-from pulmo.errors import InputError, ModelError
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 # Below this fraction of the image labelled lung, the image is flagged: probably not a chest CT slice.
 MIN_LUNG_FRACTION = 0.005
 # In a CT slice the lungs (air) are darker than the rest of the image: the median grey level
@@ -42,67 +35,3 @@ def image_warning(img: np.ndarray, lungs: np.ndarray) -> str | None:
         return ("the segmented 'lung' is not darker than the rest of the image: "
                 "is this an axial chest-CT slice? (masks written, do not trust them)")
     return None
-
-
-def list_images(folder: str | Path) -> list[Path]:
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise InputError(f"{folder}: not a folder")
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise InputError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)})")
-    return files
-
-
-def segment_image_folder(folder: str | Path, out_dir: str | Path, segmenter=None,
-                         on_error: str = "record", tta: bool = True) -> list[dict]:
-    """Segment every image of ``folder``; write ``out_dir/<name>_lungs.png`` and ``_lesions.png``
-    (``<name>``: the file's stem, made unique by :func:`pulmo.ct.io.output_names`).
-
-    Returns one record per image: ``{"name", "status": "ok"|"error", "warning"?, "error"?,
-    "lung_pixels", "ggo_pixels", "consolidation_pixels", "lesion_pct_of_lung"}``.
-    ``on_error="record"`` keeps going after a bad image (its record says why);
-    ``"raise"`` raises the :class:`InputError`. A model problem always raises
-    :class:`ModelError`. ``tta`` (default on: a 2D image is cheap) averages the network's
-    class probabilities over flipped copies at three input sizes (see
-    :meth:`Segmenter.segment_slices`; about 0.25 s per 256x256 image on 2 cores), which raised
-    held-out Dice over a single pass (``lesions.md``, ``lungs.md``).
-    """
-    from PIL import Image
-
-    from pulmo.ct.io import output_names  # (pydicom and friends: imported when needed)
-    from pulmo.ct.models.runtime import load_segmenter
-
-    if on_error not in ("record", "raise"):
-        raise ValueError("on_error must be 'record' or 'raise'")
-    files = list_images(folder)
-    seg = segmenter if segmenter is not None else load_segmenter(kind="8bit")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    records = []
-    for f, name in zip(files, output_names(files)):
-        rec = {"name": name}
-        try:
-            img = read_gray_image(f)
-            lungs, lesions = seg.segment_slices(img, kind="8bit", tta=tta)
-        except InputError as exc:
-            if on_error == "raise":
-                raise
-            rec.update(status="error", error=str(exc))
-            records.append(rec)
-            continue
-        except ModelError:
-            raise
-        Image.fromarray(lungs).save(out_dir / f"{name}_lungs.png")
-        Image.fromarray(lesions).save(out_dir / f"{name}_lesions.png")
-        n_lung = int((lungs > 0).sum())
-        n_ggo, n_con = int((lesions == 1).sum()), int((lesions == 2).sum())
-        rec.update(status="ok", lung_pixels=n_lung, ggo_pixels=n_ggo, consolidation_pixels=n_con,
-                   lesion_pct_of_lung=round(100.0 * ((lesions > 0) & (lungs > 0)).sum() / n_lung, 2) if n_lung else 0.0)
-        if n_lung:
-            rec["lung_contrast"] = round(lung_contrast(img, lungs), 1)
-        why = image_warning(img, lungs)
-        if why:
-            rec["warning"] = why
-        records.append(rec)
-    return records

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,11 +68,8 @@ class SegmenterInfo:
 
 
 def default_threads(busy: int = 0) -> int:
-    """onnxruntime threads: ``$PULMO_ONNX_THREADS`` when set (a positive integer), else the CPUs
-    this process may use, less ``busy`` (those other work of the same process keeps busy), at least 1."""
-    env = os.environ.get("PULMO_ONNX_THREADS", "").strip()
-    if env.isdigit() and int(env) > 0:
-        return int(env)
+    """onnxruntime threads: the CPUs this process may use, less ``busy`` (those other work of the
+    same process keeps busy), at least 1."""
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
@@ -394,6 +392,7 @@ def resize_stack(chunk: np.ndarray, size) -> np.ndarray:
 
 
 _CACHE: dict = {}
+_CACHE_LOCK = threading.Lock()  # load_segmenter may be called from several threads (a server)
 
 
 def default_model(kind: str = "hu") -> Path:
@@ -407,16 +406,19 @@ def default_model(kind: str = "hu") -> Path:
 def load_segmenter(path: str | os.PathLike | None = None, threads: int | None = None,
                    kind: str = "hu") -> Segmenter:
     """The segmenter for ``path`` (default: the shipped network for ``kind``, see
-    :func:`default_model`), cached per (path, threads); at most the two shipped networks stay loaded.
+    :func:`default_model`), cached per (path, threads, file time); at most two networks stay loaded.
+    Safe to call from several threads; a :class:`Segmenter` is read-only once loaded and its
+    onnxruntime session may run several batches at once.
 
     Raises :class:`pulmo.errors.ModelError` when the file is missing, corrupt or not a
     Pulmo lung + lesion model."""
     p = Path(path).resolve() if path is not None else default_model(kind)
     key = (str(p), threads, p.stat().st_mtime_ns if p.is_file() else None)
-    seg = _CACHE.pop(key, None)
-    if seg is None:
-        seg = Segmenter(p, threads=threads)
-        while len(_CACHE) >= 2:  # least recently used first
-            _CACHE.pop(next(iter(_CACHE)))
-    _CACHE[key] = seg  # (re)inserted last: the most recently used
+    with _CACHE_LOCK:  # one load per key even when threads ask at once (a load takes ~0.1 s)
+        seg = _CACHE.pop(key, None)
+        if seg is None:
+            seg = Segmenter(p, threads=threads)
+            while len(_CACHE) >= 2:  # least recently used first
+                _CACHE.pop(next(iter(_CACHE)))
+        _CACHE[key] = seg  # (re)inserted last: the most recently used
     return seg

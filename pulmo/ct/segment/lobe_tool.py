@@ -1,8 +1,8 @@
 """Lobes from an installed external tool (lungmask, TotalSegmentator or any command line).
 
 Pulmo never downloads or bundles such a tool; when a site has one installed it can be
-plugged in with ``pulmo ct analyze --lobe-tool CMD --lobe-labels SCHEME`` (or the
-environment variables ``PULMO_CT_LOBE_TOOL`` / ``PULMO_CT_LOBE_LABELS``):
+plugged in with ``AnalysisOptions(lobe_tool=CMD, lobe_tool_labels=SCHEME)`` (on the command
+line ``--lobe-tool`` / ``--lobe-labels`` or ``PULMO_CT_LOBE_TOOL`` / ``PULMO_CT_LOBE_LABELS``):
 
 * Pulmo writes the CT, in Hounsfield units, as ``ct.nii.gz`` in a private temporary
   folder, in the geometry of the input (NIfTI header affine in RAS, as NIfTI requires);
@@ -29,7 +29,6 @@ error output; the pipeline then uses zones and says why in the results' warnings
 
 from __future__ import annotations
 
-import os
 import shlex
 import shutil
 import subprocess
@@ -104,7 +103,7 @@ class ExternalLobeTool:
             argv = [exe] + [a.replace("{input}", str(src)).replace("{output}", str(dst)) for a in self.argv[1:]]
             try:
                 proc = subprocess.run(argv, capture_output=True, text=True, timeout=self.timeout_s,
-                                      stdin=subprocess.DEVNULL, cwd=tmp, env=dict(os.environ))
+                                      stdin=subprocess.DEVNULL, cwd=tmp)
             except subprocess.TimeoutExpired:
                 raise ModelError(f"lobe tool {self.name} did not finish within {self.timeout_s:.0f} s") from None
             except OSError as exc:

@@ -23,11 +23,11 @@ key                    value
 
 The output is ``(N, C, H, W)`` scores; the label is the arg-max over C.
 
-Where models are found: an explicit path (``--lobe-model`` etc.), else
-:func:`default_model_paths`: ``$PULMO_CT_MODELS/<task>.onnx`` when that variable
-is set, then the packaged folder ``pulmo/ct/models/`` when it holds ``*.onnx``
-files (``PULMO_CT_MODELS=none`` turns the search off). Nothing is ever
-downloaded. When no model is found the pipeline uses the classical method
+Where models are found: an explicit path (``AnalysisOptions.lung_model`` etc.),
+else :func:`default_model_paths`: ``<models_dir>/<task>.onnx`` when a folder is
+given, then the packaged folder ``pulmo/ct/models/`` when it holds ``*.onnx``
+files (``AnalysisOptions.plugin_models=False`` turns the search off; the command
+line maps ``$PULMO_CT_MODELS`` onto these). Nothing is ever downloaded. When no model is found the pipeline uses the classical method
 (lungs, lesions, zones instead of lobes).
 """
 
@@ -120,25 +120,21 @@ class OnnxSegmentationModel:
 PACKAGED_DIR = Path(__file__).resolve().parents[1] / "models"  # pulmo/ct/models/ (shipped models, if any)
 
 
-def model_search_dirs() -> list[Path]:
-    """Folders searched for ``<task>.onnx``, in order: ``$PULMO_CT_MODELS`` (when set), then the
-    packaged folder ``pulmo/ct/models/`` when it contains ``*.onnx`` files.
-    ``PULMO_CT_MODELS=none`` disables the search (classical methods only)."""
-    env = os.environ.get("PULMO_CT_MODELS", "")
-    if env.strip().lower() == "none":
-        return []
-    dirs = [Path(env)] if env else []
+def model_search_dirs(models_dir: str | os.PathLike | None = None) -> list[Path]:
+    """Folders searched for ``<task>.onnx``, in order: ``models_dir`` (when given), then the
+    packaged folder ``pulmo/ct/models/`` when it contains ``*.onnx`` files."""
+    dirs = [Path(models_dir)] if models_dir else []
     if PACKAGED_DIR.is_dir() and any(PACKAGED_DIR.glob("*.onnx")):
         dirs.append(PACKAGED_DIR)
     return dirs
 
 
-def default_model_paths() -> dict[str, Path]:
+def default_model_paths(models_dir: str | os.PathLike | None = None) -> dict[str, Path]:
     """The default model file per task found in :func:`model_search_dirs` (first folder wins):
     ``<task>.onnx``, else the first ``<task>*.onnx`` by name (e.g. ``lungs-v2.onnx``). Only
     paths are returned; the files are opened (and their metadata checked) by :func:`find_model`."""
     found: dict[str, Path] = {}
-    for root in model_search_dirs():
+    for root in model_search_dirs(models_dir):
         for task in TASKS:
             if task in found:
                 continue
@@ -149,38 +145,40 @@ def default_model_paths() -> dict[str, Path]:
     return found
 
 
-def find_model(task: str, explicit: str | os.PathLike | None = None) -> OnnxSegmentationModel | None:
-    """The model for ``task``: ``explicit`` if given, else the default one (see
-    :func:`default_model_paths`), else None (classical method)."""
+def find_model(task: str, explicit: str | os.PathLike | None = None, search: bool = True,
+               models_dir: str | os.PathLike | None = None) -> OnnxSegmentationModel | None:
+    """The model for ``task``: ``explicit`` if given, else (when ``search``) the default one in
+    ``models_dir`` or the packaged folder (see :func:`default_model_paths`), else None (classical
+    method)."""
     if explicit:
         return OnnxSegmentationModel(explicit, expected_task=task)
-    path = default_model_paths().get(task)
+    path = default_model_paths(models_dir).get(task) if search else None
     return OnnxSegmentationModel(path, expected_task=task) if path is not None else None
 
 
-def models_available(options_paths: dict[str, str | None], tasks=("lungs", "lesions")) -> list[str]:
-    """The tasks among ``tasks`` with no model (explicit path in ``options_paths`` or default)."""
-    defaults = default_model_paths()
-    return [t for t in tasks if not options_paths.get(t) and t not in defaults]
+def _explicit(options) -> dict:
+    return {"lungs": options.lung_model, "lobes": options.lobe_model, "lesions": options.lesion_model}
+
+
+def plugin_model(task: str, options) -> OnnxSegmentationModel | None:
+    """The plug-in model for ``task`` that :class:`pulmo.ct.options.AnalysisOptions` select."""
+    return find_model(task, _explicit(options)[task], search=options.plugin_models, models_dir=options.models_dir)
+
+
+def missing_plugin_models(options, tasks=("lungs", "lesions")) -> list[str]:
+    """The tasks among ``tasks`` for which the options select no plug-in model."""
+    defaults = default_model_paths(options.models_dir) if options.plugin_models else {}
+    return [t for t in tasks if not _explicit(options)[t] and t not in defaults]
 
 
 # ----------------------------------------------------------------------------- the shipped model
-def learned_models_disabled(explicit: str | os.PathLike | None = None) -> bool:
-    """True when the shipped lung + lesion model must not be used: ``PULMO_CT_MODELS=none``
-    or an explicit ``--seg-model none``."""
-    if explicit is not None and str(explicit).strip().lower() == "none":
-        return True
-    return os.environ.get("PULMO_CT_MODELS", "").strip().lower() == "none"
-
-
 def load_shipped_segmenter(explicit: str | os.PathLike | None = None, threads: int | None = None,
-                           kind: str = "hu"):
+                           kind: str = "hu", enabled: bool = True):
     """``(segmenter, None)`` for Pulmo's shipped lung + lesion network for ``kind`` ("hu": volumes in
     Hounsfield units, ``seg.onnx``; "8bit": 8-bit slices, ``seg_8bit.onnx``; see :mod:`pulmo.ct.models`)
-    or the file ``explicit``; ``(None, reason)`` when it is disabled
-    (``reason`` None) or cannot be loaded (``reason`` says why; the caller falls back to the
-    density method and reports it)."""
-    if learned_models_disabled(explicit):
+    or the file ``explicit``; ``(None, None)`` when not ``enabled``; ``(None, reason)`` when it cannot
+    be loaded (``reason`` says why; the caller falls back to the density method and reports it)."""
+    if not enabled:
         return None, None
     try:
         from pulmo.ct.models import load_segmenter

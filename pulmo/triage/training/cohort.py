@@ -12,9 +12,9 @@ bad input with messages that name the column and the rows:
 * a feature that has a single value among the rows used;
 * fewer than ``min_events`` events.
 
-Rows with an **empty feature cell** (or NA/NaN/null/...) are **dropped**, counted per
-feature, and reported (complete-case training); the trained model imputes such values
-at prediction time from its donor table.
+Rows with an **empty feature cell** (or NA/NaN/null/..., :data:`pulmo.io.cells.MISSING_TOKENS`)
+are **dropped**, counted per feature, and reported (complete-case training); the trained model
+imputes such values at prediction time from its donor table.
 """
 
 from __future__ import annotations
@@ -28,12 +28,20 @@ import numpy as np
 import pandas as pd
 
 from pulmo.errors import InputError
-from pulmo.triage.schema import _ALIASES, BY_NAME, FEATURE_NAMES, FEATURES, ID_COLUMNS, normalise_header
+from pulmo.io.cells import normalise_header, parse_numbers
+from pulmo.triage.schema import BY_NAME, FEATURE_NAMES, ID_COLUMNS, feature_for_column
 
 #: Minimum number of events to train at all (a reliable model needs far more).
 MIN_EVENTS = 10
 
-_MISSING = {"", "na", "n/a", "nan", "null", "none", "?", ".", "missing", "unknown", "nk", "#n/a"}
+#: How messages name the choices of :func:`cohort_from_table` (``time``, ``event``,
+#: ``features``); a face passes its own words (a form field, an option) as ``setting_names``.
+SETTING_NAMES: dict[str, str] = {"time": "the time column", "event": "the event column",
+                                 "features": "the feature list"}
+
+
+def _names(setting_names: dict[str, str] | None) -> dict[str, str]:
+    return {**SETTING_NAMES, **(setting_names or {})}
 
 
 @dataclass
@@ -98,8 +106,11 @@ class Cohort:
     def n_events(self) -> int:
         return int(self.event.sum())
 
-    def validate(self, min_events: int = MIN_EVENTS) -> "Cohort":
-        """Check times, events, constant features and the number of events."""
+    def validate(self, min_events: int = MIN_EVENTS, setting_names: dict[str, str] | None = None) -> "Cohort":
+        """Check times, events, constant features and the number of events.
+
+        ``setting_names``: how messages name the feature choice (see :data:`SETTING_NAMES`).
+        """
         if len(self.features) == 0:
             raise InputError("no features to train on.")
         if self.n == 0:
@@ -120,7 +131,7 @@ class Cohort:
             if vals.size < 2:
                 raise InputError(
                     f"feature '{f}' has the same value ({vals[0]:g}) in all {self.n} rows used for "
-                    "training, so it carries no information; leave it out (choose the features with --features)."
+                    f"training, so it carries no information; leave it out of {_names(setting_names)['features']}."
                 )
         if self.n_events < min_events:
             raise InputError(
@@ -157,20 +168,6 @@ def _fmt(v) -> str:
     return "NaN" if np.isnan(v) else f"{v:g}"
 
 
-def _parse_numeric(series: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """String cells -> (values, missing mask, unparseable mask)."""
-    if pd.api.types.is_numeric_dtype(series.dtype) and not pd.api.types.is_bool_dtype(series.dtype):
-        v = series.to_numpy(dtype=np.float64, na_value=np.nan)
-        return v, np.isnan(v), np.zeros(v.size, dtype=bool)
-    s = series.astype("string").str.strip()
-    missing = (s.isna() | s.str.lower().isin(_MISSING)).to_numpy(dtype=bool)
-    num = pd.to_numeric(s.where(~pd.Series(missing, index=s.index)), errors="coerce").to_numpy(
-        dtype=np.float64, na_value=np.nan)
-    bad = ~missing & ~np.isfinite(num)
-    num[bad | missing] = np.nan
-    return num, missing, bad
-
-
 def _suggest(name: str, columns: list[str]) -> str:
     hit = difflib.get_close_matches(name, columns, n=1, cutoff=0.6)
     if not hit:
@@ -194,11 +191,7 @@ def _find_column(table: pd.DataFrame, name: str, what: str) -> str:
 def _canonical_map(columns: list[str]) -> dict[str, str] | None:
     """If the columns are exactly the ten published features (under their canonical,
     original or alias names, in the model's units), map column -> canonical name."""
-    lookup = {}
-    for f in FEATURES:
-        for a in (f.name, f.original, *f.aliases):
-            lookup[normalise_header(a)] = f.name
-    mapped = {c: lookup.get(normalise_header(c)) for c in columns}
+    mapped = {c: feature_for_column(c) for c in columns}
     if None in mapped.values() or sorted(mapped.values()) != sorted(FEATURE_NAMES):
         return None
     return mapped
@@ -212,6 +205,7 @@ def cohort_from_table(
     features: list[str] | None = None,
     source: str = "",
     min_events: int = MIN_EVENTS,
+    setting_names: dict[str, str] | None = None,
 ) -> Cohort:
     """Validate a cohort table and return its complete rows as a :class:`Cohort`.
 
@@ -226,9 +220,16 @@ def cohort_from_table(
         Feature columns in the wanted order; default: every other column except an ID
         column (patient_id, id, mrn, ...). When they are the ten features of the
         published model (under any accepted name), the model uses the canonical
-        names and order, so ``pulmo triage predict`` checks ranges and units as for
-        the published model.
+        names and order, so predictions check ranges and units as for the published model.
+    source
+        The input's name (a file name) for messages and provenance.
+    min_events
+        Fewest events accepted.
+    setting_names
+        How messages name ``time``, ``event`` and ``features`` (default :data:`SETTING_NAMES`),
+        e.g. a command line's option names.
     """
+    say = _names(setting_names)
     if len(table) == 0:
         raise InputError(f"{source or 'the table'}: the table has a header but no rows.")
     n = len(table)
@@ -237,7 +238,7 @@ def cohort_from_table(
     tcol = _find_column(table, time, "time")
     ecol = _find_column(table, event, "event")
     if tcol == ecol:
-        raise InputError(f"--time and --event name the same column '{tcol}'.")
+        raise InputError(f"{say['time']} and {say['event']} name the same column '{tcol}'.")
     if features is None:
         feat_cols = [c for c in table.columns
                      if c not in (tcol, ecol) and normalise_header(c) not in ID_COLUMNS]
@@ -245,15 +246,15 @@ def cohort_from_table(
             raise InputError("the table has no feature columns besides the time and event columns.")
     else:
         if not features:
-            raise InputError("--features names no feature.")
+            raise InputError(f"{say['features']} names no feature.")
         dupes = sorted({f for f in features if features.count(f) > 1})
         if dupes:
-            raise InputError(f"--features repeats: {', '.join(dupes)}.")
+            raise InputError(f"{say['features']} repeats: {', '.join(dupes)}.")
         cols = [str(c) for c in table.columns]
         unknown = [f for f in features if f not in table.columns
                    and normalise_header(f) not in {normalise_header(c) for c in cols}]
         if unknown:
-            raise InputError("unknown feature(s) in --features: "
+            raise InputError(f"unknown feature(s) in {say['features']}: "
                              + "; ".join(f"'{u}'{_suggest(u, cols)}" for u in unknown)
                              + f". Columns are: {', '.join(cols)}.")
         feat_cols = [_find_column(table, f, "feature") for f in features]
@@ -262,10 +263,10 @@ def cohort_from_table(
                 raise InputError(f"'{c}' is the {'time' if c == tcol else 'event'} column and cannot "
                                  "also be a feature.")
         if len(set(feat_cols)) != len(feat_cols):
-            raise InputError("--features names the same column twice.")
+            raise InputError(f"{say['features']} names the same column twice.")
 
     # Outcome columns: refused, never dropped.
-    t, t_missing, t_bad = _parse_numeric(table[tcol])
+    t, t_missing, t_bad = parse_numbers(table[tcol])
     if t_bad.any():
         raise InputError(f"column '{tcol}': the follow-up time must be a number; "
                          + _rows_text(rows[t_bad], table[tcol].to_numpy()[t_bad]))
@@ -278,7 +279,7 @@ def cohort_from_table(
         raise InputError(f"column '{tcol}': follow-up times must be positive (days from admission); "
                          + _rows_text(rows[nonpos], t[nonpos]))
     e_raw = table[ecol]
-    e, e_missing, e_bad = _parse_numeric(e_raw)
+    e, e_missing, e_bad = parse_numbers(e_raw)
     not01 = ~e_missing & ~e_bad & ~np.isin(e, (0.0, 1.0))
     bad = e_bad | not01
     if bad.any():
@@ -292,7 +293,7 @@ def cohort_from_table(
     X = np.empty((n, len(feat_cols)))
     missing = np.zeros((n, len(feat_cols)), dtype=bool)
     for j, c in enumerate(feat_cols):
-        v, miss, badj = _parse_numeric(table[c])
+        v, miss, badj = parse_numbers(table[c])
         if badj.any():
             i = np.flatnonzero(badj)
             cells = table[c].to_numpy()
@@ -300,7 +301,7 @@ def cohort_from_table(
             more = f" and {i.size - 5} more row(s)" if i.size > 5 else ""
             raise InputError(f"column '{c}': feature values must be numbers (code yes/no as 1/0); "
                              f"{first}{more}.")
-        known = BY_NAME.get(_ALIASES.get(normalise_header(c), ""))
+        known = BY_NAME.get(feature_for_column(c) or "")
         if known is not None:  # a feature Pulmo knows (age, ldh, ...): impossible values are refused
             lo, hi = known.valid
             out = np.flatnonzero(~miss & ~((v >= lo) & (v <= hi)))
@@ -323,23 +324,24 @@ def cohort_from_table(
         columns = {c: c for c in names}
     if not keep.any():
         raise InputError("every row has at least one empty feature cell, so no complete row is left to "
-                         "train on; choose fewer features with --features.")
+                         f"train on; choose fewer features in {say['features']}.")
     cohort = Cohort(
         X=X[keep], time=t[keep], event=e[keep], features=[str(x) for x in names], rows=rows[keep],
         columns=columns, source=source, rows_read=n, dropped_missing=int((~keep).sum()),
         missing_by_feature={f: int(missing[:, j].sum()) for j, f in enumerate(names) if missing[:, j].any()},
         dropped_rows=[int(r) for r in rows[~keep][:50]], time_column=tcol, event_column=ecol,
     )
-    return cohort.validate(min_events)
+    return cohort.validate(min_events, setting_names)
 
 
 def load_cohort(path, *, time: str, event: str, features: list[str] | None = None,
-                min_events: int = MIN_EVENTS) -> Cohort:
-    """Read a CSV cohort with :func:`pulmo.io.tables.read_table` and validate it."""
+                min_events: int = MIN_EVENTS, setting_names: dict[str, str] | None = None) -> Cohort:
+    """Read a CSV cohort with :func:`pulmo.io.tables.read_table` and validate it (see
+    :func:`cohort_from_table`)."""
     from pulmo.io.tables import read_table
 
     table, _ = read_table(path)
     cohort = cohort_from_table(table, time=time, event=event, features=features,
-                               source=Path(path).name, min_events=min_events)
+                               source=Path(path).name, min_events=min_events, setting_names=setting_names)
     cohort.sha256 = hashlib.sha256(Path(path).read_bytes()).hexdigest()
     return cohort

@@ -228,7 +228,7 @@ def fit_cox(
     if not np.all(np.isfinite(beta)) or np.max(np.abs(beta) * spread, initial=0) > 10:
         raise InputError(
             "the Cox model did not converge (a covariate may separate events from non-events "
-            "perfectly); use a ridge penalty (e.g. --ridge 1) or remove that covariate."
+            "perfectly); use a ridge penalty (such as 1) or remove that covariate.", code="cox_separation"
         )
     if not converged:
         # A last check: a tiny gradient means we are at the optimum anyway.

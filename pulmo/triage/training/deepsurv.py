@@ -201,7 +201,8 @@ def _train_member(torch, X, time, event, X_val, time_val, event_val, *, hidden, 
         elif epoch - best[1] >= patience:
             break
     if best[2] is None:
-        raise PulmoError("network training diverged (non-finite loss); try a smaller --learning-rate.")
+        raise PulmoError("network training diverged (non-finite loss); try a smaller learning rate.",
+                         code="training_diverged")
     with torch.no_grad():
         for p, b in zip(net.parameters(), best[2]):
             p.copy_(b)

@@ -83,7 +83,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         out.append(f"| {fid} | {f['n_train']} | {f['n_heldout']} | {f['events_heldout']} | "
                    f"{f['best_epoch']}/{f['epochs_run']} | {_f(f['c_index_heldout'])} |")
     if not report["data"].get("donors_stored", True):
-        out += ["", "The model file holds no donor table (--no-donors): it cannot impute missing values."]
+        out += ["", "The model file holds no donor table (trained without donors): it cannot impute missing values."]
     if report["warnings"]:
         out += ["", "## Warnings", ""] + [f"- {w}" for w in report["warnings"]]
     out += ["", "## Notes", ""] + [f"- {n}" for n in report["notes"]]

@@ -50,6 +50,19 @@ from pulmo.triage.training.metrics import (
 )
 
 
+#: How :meth:`TrainingConfig.check` names each setting in its messages (plain words); a face
+#: passes its own names (a form field, an option) instead.
+SETTING_NAMES: dict[str, str] = {
+    "folds": "the number of folds", "members_per_fold": "the number of networks per fold",
+    "hidden": "the hidden layer sizes", "dropout": "the dropout rate", "weight_decay": "the weight decay",
+    "cox_ridge": "the ridge penalty", "learning_rate": "the learning rate",
+    "max_epochs": "the maximum number of epochs", "patience": "the early-stopping patience",
+    "batch_size": "the batch size", "cox_ties": "the Cox ties method", "horizons": "the horizons",
+    "risk_horizon": "the risk horizon", "risk_quantiles": "the risk quantiles",
+    "risk_cutoffs": "the risk cut-offs", "threads": "the number of threads",
+}
+
+
 @dataclass
 class TrainingConfig:
     """Hyper-parameters and options of :func:`train_triage_model` (see docs/training.md)."""
@@ -77,45 +90,51 @@ class TrainingConfig:
     calibration_groups: int = 10
     donors: bool = True
 
-    def check(self) -> "TrainingConfig":
+    def check(self, setting_names: dict[str, str] | None = None) -> "TrainingConfig":
+        """Refuse impossible settings (:class:`InputError`); returns ``self``.
+
+        ``setting_names`` maps field names to how the caller's interface calls them in messages
+        (default :data:`SETTING_NAMES`, plain words), e.g. a command line's option names.
+        """
+        say = {**SETTING_NAMES, **(setting_names or {})}
         self.hidden = tuple(int(h) for h in self.hidden)
         self.horizons = tuple(float(h) for h in self.horizons)
         if self.folds < 2:
-            raise InputError("--folds must be at least 2.")
+            raise InputError(f"{say['folds']} must be at least 2.")
         if self.members_per_fold < 1:
-            raise InputError("--members-per-fold must be at least 1.")
+            raise InputError(f"{say['members_per_fold']} must be at least 1.")
         if any(h < 1 for h in self.hidden):
-            raise InputError("hidden layer sizes must be positive integers.")
+            raise InputError(f"{say['hidden']} must be positive integers.")
         for a in (self.activation, self.output_activation):
             if a not in ACTIVATIONS:
                 raise InputError(f"activation {a!r} is not supported; choose one of {', '.join(ACTIVATIONS)}.")
         if not 0 <= self.dropout < 1:
-            raise InputError("--dropout must be in [0, 1).")
+            raise InputError(f"{say['dropout']} must be in [0, 1).")
         if self.weight_decay < 0 or self.cox_ridge < 0:
-            raise InputError("--weight-decay and --ridge must be >= 0.")
+            raise InputError(f"{say['weight_decay']} and {say['cox_ridge']} must be >= 0.")
         if not self.learning_rate > 0:
-            raise InputError("--learning-rate must be positive.")
+            raise InputError(f"{say['learning_rate']} must be positive.")
         if self.max_epochs < 1 or self.patience < 1:
-            raise InputError("--epochs and --patience must be at least 1.")
+            raise InputError(f"{say['max_epochs']} and {say['patience']} must be at least 1.")
         if self.batch_size is not None and self.batch_size < 2:
-            raise InputError("--batch-size must be at least 2.")
+            raise InputError(f"{say['batch_size']} must be at least 2.")
         if self.cox_ties not in TIES:
-            raise InputError(f"--ties must be one of {', '.join(TIES)}.")
+            raise InputError(f"{say['cox_ties']} must be one of {', '.join(TIES)}.")
         if not self.horizons or any(not (math.isfinite(h) and h > 0) for h in self.horizons):
-            raise InputError("--horizons must be positive numbers of days, e.g. 5,10,30.")
+            raise InputError(f"{say['horizons']} must be positive numbers of days, e.g. 5,10,30.")
         if len(set(self.horizons)) != len(self.horizons):
-            raise InputError("--horizons repeats a value.")
+            raise InputError(f"{say['horizons']} must not repeat a value.")
         if self.risk_horizon is not None and not (math.isfinite(self.risk_horizon) and self.risk_horizon > 0):
-            raise InputError("--risk-horizon must be a positive number of days.")
+            raise InputError(f"{say['risk_horizon']} must be a positive number of days.")
         q = self.risk_quantiles
         if len(q) != 2 or not 0 < q[0] <= q[1] < 1:
-            raise InputError("--risk-quantiles must be two numbers 0 < q1 <= q2 < 1, e.g. 0.5,0.9.")
+            raise InputError(f"{say['risk_quantiles']} must be two numbers 0 < q1 <= q2 < 1, e.g. 0.5,0.9.")
         if self.risk_cutoffs is not None:
             c = self.risk_cutoffs
             if len(c) != 2 or not 0 <= c[0] <= c[1] <= 1:
-                raise InputError("--risk-cutoffs must be two probabilities 0 <= low <= high <= 1.")
+                raise InputError(f"{say['risk_cutoffs']} must be two probabilities 0 <= low <= high <= 1.")
         if self.threads < 1:
-            raise InputError("--threads must be at least 1.")
+            raise InputError(f"{say['threads']} must be at least 1.")
         return self
 
     @property
@@ -210,8 +229,8 @@ def _train(cohort: Cohort, cfg: TrainingConfig, progress) -> TrainingResult:
         if h > longest:
             raise InputError(
                 f"horizon {h:g} days is beyond the longest follow-up in the cohort ({longest:g} days); "
-                "the model cannot predict past the data. Choose --horizons (and --risk-horizon) "
-                "within the follow-up."
+                "the model cannot predict past the data. Choose horizons (and a risk horizon) "
+                "within the follow-up.", code="training_horizon_beyond_follow_up"
             )
     if cfg.folds > n_events:
         raise InputError(f"{cfg.folds} folds need at least {cfg.folds} events (there are {n_events}).")
@@ -268,7 +287,7 @@ def _train(cohort: Cohort, cfg: TrainingConfig, progress) -> TrainingResult:
     D = np.column_stack([Z, oof_dl])
     cox = fit_cox(D, t, e, ties=cfg.cox_ties, ridge=cfg.cox_ridge)
     if not cox.converged:
-        warnings.append("the Cox model on top did not fully converge; consider a larger --ridge.")
+        warnings.append("the Cox model on top did not fully converge; consider a larger ridge penalty.")
     lp_fit = D @ cox.coef
     bt, bh = breslow_cumulative_hazard(t, e, lp_fit)
 
