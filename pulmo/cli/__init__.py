@@ -20,7 +20,7 @@ from pulmo.errors import PulmoError
 
 # Command groups, in the order they appear in --help. A group whose module is
 # missing (a partial install) is simply not offered.
-GROUPS = ("triage", "ct", "validate")
+GROUPS = ("triage", "ct", "validate", "serve")
 
 # What the command line adds to a library error of a given code (PulmoError.code): the library's
 # messages speak of data and settings, these name the flags that change them.
@@ -32,6 +32,9 @@ HINTS = {
     "training_horizon_beyond_follow_up": " (--horizons, --risk-horizon)",
     "cox_separation": " (--ridge)",
     "training_diverged": " (--learning-rate)",
+    "different_patients": " (--allow-different-patients)",
+    "registration_failed": " (--min-lung-dice)",
+    "output_exists": " (or pass --force to replace it)",
 }
 
 

@@ -7,19 +7,35 @@ import sys
 from pathlib import Path
 
 from pulmo.cli import add_group
+from pulmo.cli.types import number
+
+MAX_FILE_MB = number(0, 1048576, lo_open=True)
+RESCALE_INTERCEPT = number(-100000, 100000)
+RESCALE_SLOPE = number(0, 100000, lo_open=True)
+HU = number(-1024, 3071)
+PERCENT = number(0, 100)
+MAX_ONNX_THREADS = 1024
 
 
-def _add_common(p, segment_only: bool) -> None:
-    p.add_argument("input", help="DICOM folder or zip, NIfTI/NRRD/MHA file, PNG/JPG image or folder of PNG/JPG "
-                                 "slices (needs lung and lesion models); with --batch a folder of studies")
-    p.add_argument("-o", "--output", required=True, help="output folder (replaced atomically when complete)")
-    p.add_argument("--batch", action="store_true", help="INPUT is a folder of studies (sub-folders, zips, files); "
-                   "writes OUTPUT/<study>/ and OUTPUT/summary.csv")
+OUTPUT_HELP = ("output folder, replaced as a whole when complete; an existing folder only when it holds nothing but "
+               "Pulmo's unchanged files (its .pulmo-manifest.json lists them)")
+
+
+def _add_common(p, segment_only: bool, study: bool = True) -> None:
+    if study:
+        p.add_argument("input", help="DICOM folder or zip, NIfTI/NRRD/MHA file, PNG/JPG image or folder of PNG/JPG "
+                                     "slices (needs lung and lesion models); with --batch a folder of studies")
+        p.add_argument("-o", "--output", required=True, help=OUTPUT_HELP)
+        p.add_argument("--batch", action="store_true", help="INPUT is a folder of studies (sub-folders, zips, files); "
+                       "writes OUTPUT/<study>/ and OUTPUT/summary.csv")
     p.add_argument("--series", help="SeriesInstanceUID to analyse when a folder holds several (see 'pulmo ct series')")
     p.add_argument("--no-hu", action="store_true", help="treat the input as 8-bit images, not Hounsfield units")
-    p.add_argument("--max-file-mb", type=float, default=1024.0, help="refuse any file larger than this (default 1024)")
-    p.add_argument("--rescale-intercept", type=float, help="intercept for DICOM images that lack rescale tags")
-    p.add_argument("--rescale-slope", type=float, help="slope for DICOM images that lack rescale tags")
+    p.add_argument("--max-file-mb", type=MAX_FILE_MB, default=1024.0,
+                   help=f"refuse any file larger than this (default 1024; {MAX_FILE_MB.range_text})")
+    p.add_argument("--rescale-intercept", type=RESCALE_INTERCEPT,
+                   help=f"intercept for DICOM images that lack rescale tags ({RESCALE_INTERCEPT.range_text})")
+    p.add_argument("--rescale-slope", type=RESCALE_SLOPE,
+                   help=f"slope for DICOM images that lack rescale tags ({RESCALE_SLOPE.range_text})")
     p.add_argument("--seg-model", help="Pulmo lung + lesion network (default: the shipped pulmo/ct/models/seg.onnx for CT "
                    "in HU, seg_8bit.onnx for 8-bit images; "
                    "'none' for the classical density analysis). If it cannot load, CT volumes fall back to "
@@ -35,15 +51,18 @@ def _add_common(p, segment_only: bool) -> None:
     p.add_argument("--lesion-model", help="plug-in ONNX lesion model (default: $PULMO_CT_MODELS/lesions.onnx if "
                    "present; overrides the shipped model for lesions)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    if not segment_only:
+    if not segment_only and study:
         p.add_argument("--json", action="store_true", help="print results.json to standard output")
         p.add_argument("--no-dicom", action="store_true", help="skip DICOM SEG/SR/SC outputs")
-        p.add_argument("--ggo-hu", type=float, nargs=2, metavar=("LO", "HI"), default=(-750.0, -300.0),
-                       help="ground-glass band in HU (default -750 -300)")
-        p.add_argument("--consolidation-hu", type=float, nargs=2, metavar=("LO", "HI"), default=(-300.0, 100.0),
-                       help="consolidation band in HU (default -300 100)")
-        p.add_argument("--pneumonia-threshold", type=float, default=10.0,
-                       help="percent of lung involved at which the pneumonia flag is set (default 10)")
+        p.add_argument("--ggo-hu", type=HU, nargs=2, metavar=("LO", "HI"), default=(-750.0, -300.0),
+                       help="ground-glass band in HU (default -750 -300; each -1024 to 3071, LO < HI)")
+        p.add_argument("--consolidation-hu", type=HU, nargs=2, metavar=("LO", "HI"), default=(-300.0, 100.0),
+                       help="consolidation band in HU (default -300 100; each -1024 to 3071, LO < HI)")
+        from pulmo.ct.quantify import ScoreParams
+
+        p.add_argument("--pneumonia-threshold", type=PERCENT, default=None,
+                       help="percent of lung involved at which the pneumonia flag is set (default "
+                            f"{ScoreParams.pneumonia_threshold_pct:g}, the analysis default; 0 to 100)")
 
 
 def register(subparsers) -> None:
@@ -62,6 +81,23 @@ def register(subparsers) -> None:
                        "summary.csv with its reason and the others are still written (exit status 1).")
     _add_common(p, segment_only=True)
     p.set_defaults(func=_run)
+    p = sub.add_parser(
+        "compare", help="follow-up comparison of two or more scans of one patient",
+        description="Compare chest CTs of one patient over time: lesion volume, percent involved, ground glass and "
+        "consolidation per lung and region at each time point and their change, a voxel change map after "
+        "registration (rigid, then affine), a verdict per region and overall (progression, regression, stable: "
+        "a change of at least max(5 mL, 25 %% of the prior lesion)). Writes comparison.json, change_map.nii.gz, "
+        "compare.html and, from DICOM, sr_change.dcm. See docs/ct.md, 'Follow-up comparison'.")
+    p.add_argument("scans", nargs="+", metavar="SCAN", help="PRIOR CURRENT [MORE ...]: DICOM folders or zips, NIfTI, "
+                   "NRRD or MHA (put in study-date order when every scan is DICOM with a date)")
+    p.add_argument("-o", "--output", required=True, help=OUTPUT_HELP)
+    p.add_argument("--allow-different-patients", action="store_true",
+                   help="compare scans whose PatientID/PatientName differ (said in the outputs)")
+    p.add_argument("--min-lung-dice", type=number(0, 1, lo_open=True), default=0.7,
+                   help="refuse the comparison when the registered lungs overlap less than this (default 0.7)")
+    p.add_argument("--json", action="store_true", help="print comparison.json to standard output")
+    _add_common(p, segment_only=False, study=False)
+    p.set_defaults(func=_compare)
     p = sub.add_parser("series", help="list the series in a DICOM folder or zip")
     p.add_argument("input")
     p.add_argument("--json", action="store_true")
@@ -87,8 +123,8 @@ def analysis_options(args, environ=None):
     from pulmo.errors import InputError
 
     env = os.environ if environ is None else environ
-    if not (math.isfinite(args.max_file_mb) and args.max_file_mb > 0):
-        raise InputError("--max-file-mb must be a positive number")
+    if not (math.isfinite(args.max_file_mb) and args.max_file_mb > 0):  # the type refuses it on the command line
+        raise InputError(f"--max-file-mb must be {MAX_FILE_MB.range_text}")
     models_env = env.get("PULMO_CT_MODELS", "").strip()
     models_off = models_env.lower() == "none"
     seg_off = models_off or (args.seg_model or "").strip().lower() == "none"
@@ -102,7 +138,7 @@ def analysis_options(args, environ=None):
         plugin_models=not models_off, models_dir=None if models_off or not models_env else models_env,
         lung_model=args.lung_model, lobe_model=args.lobe_model, lesion_model=args.lesion_model,
         lobe_tool=lobe_tool, lobe_tool_labels=lobe_labels,
-        threads=int(threads_env) if threads_env.isdigit() and int(threads_env) > 0 else None,
+        threads=_env_threads(threads_env),
         segment_only=args.command == "segment")
     if args.lobe_tool or args.lobe_labels:  # check the command and scheme before any work
         from pulmo.ct.segment.lobe_tool import ExternalLobeTool, parse_scheme
@@ -115,11 +151,20 @@ def analysis_options(args, environ=None):
         lo, hi = args.ggo_hu
         clo, chi = args.consolidation_hu
         if not (lo < hi and clo < chi):
-            raise InputError("HU bands must be given as LO HI with LO < HI")
+            raise InputError("--ggo-hu and --consolidation-hu: give each band as LO HI with LO < HI")
         opts.lesions.ggo_hu, opts.lesions.consolidation_hu = (lo, hi), (clo, chi)
-        opts.score.pneumonia_threshold_pct = args.pneumonia_threshold
+        if args.pneumonia_threshold is not None:
+            opts.score.pneumonia_threshold_pct = args.pneumonia_threshold
         opts.write_dicom = not args.no_dicom
     return opts
+
+
+def _env_threads(text: str) -> int | None:
+    """PULMO_ONNX_THREADS as a number of threads (1 to 1024), or None (onnxruntime's choice) for
+    anything else."""
+    if text.isascii() and text.isdigit() and len(text) <= 6 and 0 < int(text) <= MAX_ONNX_THREADS:
+        return int(text)
+    return None
 
 
 class _StageBar:
@@ -183,6 +228,44 @@ def _run(args) -> int:
         for i in failed:
             print(f"  {i['name']}: {i['error']}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _compare(args) -> int:
+    import warnings
+
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"(pydicom|highdicom)\b.*")
+    from pulmo.ct.compare import CompareOptions, compare
+    from pulmo.ct.outputs import check_output_location
+    from pulmo.ct.report.compare_out import write_comparison
+    from pulmo.errors import InputError
+
+    if len(args.scans) < 2:
+        raise InputError("give at least two scans: PRIOR CURRENT [MORE ...]")
+    for scan in args.scans:
+        check_output_location(scan, args.output)
+    opts = CompareOptions(analysis=analysis_options(args), allow_different_patients=args.allow_different_patients,
+                          min_lung_dice=args.min_lung_dice)
+    bar = _StageBar(len(args.scans) + 1, "pulmo ct compare", "stage", args.no_progress)
+    try:
+        c = compare(args.scans, opts, progress=bar)
+        files = write_comparison(c, args.output)
+    finally:
+        bar.close()
+    d = c.to_dict()
+    if args.json:
+        print(json.dumps(d, indent=2))
+        return 0
+    print(f"outputs written to {args.output}: {', '.join(files)}")
+    for w in d["warnings"]:
+        print(f"warning [{w['code']}]: {w['message']}")
+    t = d["change"]["lungs"]["total"]
+    print(f"{d['change']['from']} -> {d['change']['to']}: lesion {t['lesion_ml']:+.1f} mL, involved "
+          f"{t['percent_involved']:+.2f} points (GGO {t['ggo_ml']:+.1f} mL, consolidation {t['consolidation_ml']:+.1f} mL); "
+          f"overall: {d['verdict']['overall']}")
+    for name, v in d["verdict"]["regions"].items():
+        if v != "stable":
+            print(f"  {name}: {v} ({d['change']['regions'][name]['lesion_ml']:+.1f} mL)")
     return 0
 
 

@@ -26,14 +26,13 @@ listed, left out of the means); 2 for bad input.
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import sys
 from pathlib import Path
 
-from pulmo.ct.evaluate import CLASSES, evaluate_dirs
 from pulmo.errors import InputError
+from pulmo.io.outputs import check_output_file, csv_text, write_text
 
 #: How the library's parameter names read on this command line.
 _CLI_NAMES = {"'pred_dir'": "PRED_DIR", "'gt_dir'": "GT_DIR"}
@@ -48,7 +47,11 @@ def add_command(subparsers) -> None:
     p.add_argument("pred_dir", metavar="PRED_DIR", help="folder with <name>_lesions.png [and <name>_lungs.png]")
     p.add_argument("gt_dir", metavar="GT_DIR", help="folder with the ground-truth masks (see above)")
     p.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
-    p.add_argument("--csv", metavar="FILE", help="also write the per-image table to FILE")
+    p.add_argument("--csv", metavar="FILE", help="also write the per-image table to FILE (never into PRED_DIR or "
+                   "GT_DIR over a file that is not Pulmo's)")
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing --csv file that Pulmo did not write (files Pulmo wrote are replaced "
+                        "without it; files in PRED_DIR and GT_DIR never)")
     p.set_defaults(func=handler)
 
 
@@ -64,19 +67,24 @@ def _fmt_ci(ci) -> str:
     return "-" if ci is None else f"{ci[0]:.3f}-{ci[1]:.3f}"
 
 
-def _check_csv_path(path: Path) -> None:
-    """Refuse a --csv target that is a folder or an image (a mask it would overwrite), before scoring."""
-    if path.is_dir():
-        raise InputError(f"--csv {path}: a folder; give a file name, e.g. {path / 'per_image.csv'}")
+def _csv_target(args) -> dict:
+    """The checks of the --csv file, run before scoring and again when it is written: not a
+    folder, not an image name (a mask), in an existing folder; never an input, never over a file
+    of the user's in PRED_DIR or GT_DIR, elsewhere only over Pulmo's own files unless --force."""
+    path = Path(args.csv)
     if path.suffix.lower() in (".png", ".jpg", ".jpeg"):
         raise InputError(f"--csv {path}: an image file name; give a .csv file name")
+    check = dict(force=args.force, input_dirs=[args.pred_dir, args.gt_dir], what="--csv file")
+    check_output_file(path, **check)
     if not path.parent.is_dir():
         raise InputError(f"--csv {path}: the folder {path.parent} does not exist")
+    return check
 
 
 def handler(args) -> int:
-    if args.csv:
-        _check_csv_path(Path(args.csv))
+    check = _csv_target(args) if args.csv else None
+    from pulmo.ct.evaluate import CLASSES, evaluate_dirs  # after the checks: a refusal stays quick
+
     try:
         res = evaluate_dirs(args.pred_dir, args.gt_dir)
     except InputError as exc:
@@ -88,14 +96,8 @@ def handler(args) -> int:
         raise reworded from exc
     cols = ["name", *CLASSES, "lesion_in_lung_pct"]
     if args.csv:
-        try:
-            with open(args.csv, "w", newline="", encoding="utf-8", errors="replace") as fh:
-                w = csv.writer(fh)
-                w.writerow(cols)
-                for r in res["per_image"]:
-                    w.writerow([r["name"], *(_fmt(r.get(c)) for c in cols[1:])])
-        except OSError as exc:
-            raise InputError(f"--csv {args.csv}: cannot write it ({exc.strerror or exc})") from exc
+        rows = ([r["name"], *(_fmt(r.get(c)) for c in cols[1:])] for r in res["per_image"])
+        write_text(args.csv, csv_text(cols, rows, lineterminator="\r\n"), **check)
     if args.json:
         def clean(o):
             if isinstance(o, float) and math.isnan(o):

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
-from pathlib import Path
 
 import pandas as pd
 
-from pulmo.errors import InputError
-from pulmo.io.atomic import atomic_path
+from pulmo.io import outputs
 
 MAX_LISTED_ERRORS = 20
 
@@ -46,12 +45,39 @@ def report_row_warnings(result: pd.DataFrame, shown: int = 3) -> int:
     return n
 
 
-def write_text(path: str | None, text: str) -> None:
-    """Write ``text`` atomically to ``path``, or to standard output when ``path`` is None."""
+def add_output_options(p: argparse.ArgumentParser) -> None:
+    """``-o/--output`` and ``--force`` of the row-by-row commands."""
+    p.add_argument("-o", "--output", help="output file (default: standard output); an existing file is replaced "
+                   "only when Pulmo wrote it (its folder's .pulmo-manifest.json says so) or with --force")
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing output file that Pulmo did not write (or that changed since)")
+
+
+def output_checks(args: argparse.Namespace) -> dict:
+    """How ``-o`` is checked (:func:`pulmo.io.outputs.check_output_file`): never the input (nor
+    ``args.input_files``, e.g. the model), never over a file Pulmo did not write unless --force."""
+    inputs = [getattr(args, "input", None), *getattr(args, "input_files", ())]
+    return dict(force=getattr(args, "force", False), inputs=inputs, what="output file")
+
+
+def check_output(args: argparse.Namespace) -> None:
+    """Refuse an unusable ``-o`` before any work."""
+    if args.output:
+        outputs.check_output_file(args.output, **output_checks(args))
+
+
+def table_text(result: pd.DataFrame, as_json: bool, **to_csv) -> str:
+    """The output table as JSON records or as CSV whose text cells no spreadsheet runs as a formula
+    (:func:`pulmo.io.outputs.frame_csv`)."""
+    if as_json:
+        return result.to_json(orient="records", indent=1, force_ascii=False)
+    return outputs.frame_csv(result, **to_csv)
+
+
+def write_text(path: str | None, text: str, args: argparse.Namespace | None = None) -> None:
+    """Write ``text`` to ``path`` through Pulmo's one output writer (:mod:`pulmo.io.outputs`), or
+    to standard output when ``path`` is None."""
     if path:
-        if Path(path).is_dir():
-            raise InputError(f"{path}: is a folder; give an output file name.")
-        with atomic_path(path) as tmp:
-            tmp.write_text(text, encoding="utf-8")
+        outputs.write_text(path, text, **(output_checks(args) if args is not None else {}))
     else:
         sys.stdout.write(text)

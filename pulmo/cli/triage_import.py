@@ -24,7 +24,10 @@ def add_command(sub) -> None:
         ),
     )
     p.add_argument("source", help="models.zip or the folder that contains fold_0 ... fold_4")
-    p.add_argument("-o", "--output", required=True, help="model file to write (e.g. published.pulmo-triage)")
+    p.add_argument("-o", "--output", required=True, help="model file to write (e.g. published.pulmo-triage); an "
+                   "existing file only when Pulmo wrote it (its folder's .pulmo-manifest.json says so) or with --force")
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing model file that Pulmo did not write (or that changed since)")
     p.set_defaults(func=run_import)
 
     q = sub.add_parser("model-info", help="show what a model file holds (features, provenance, metrics)")
@@ -46,13 +49,19 @@ def _summary(model: TriageModel) -> dict:
 
 
 def run_import(args: argparse.Namespace) -> int:
+    from pulmo.io.outputs import check_output_file
+
     out, src = Path(args.output), Path(args.source)
-    if out.is_dir():
-        raise InputError(f"{out}: is a folder; give a model file name such as published.pulmo-triage.")
-    if out.resolve() == src.resolve() or (src.is_dir() and out.resolve().is_relative_to(src.resolve())):
+    try:
+        into_source = out.resolve() == src.resolve() or (src.is_dir() and out.resolve().is_relative_to(src.resolve()))
+    except (OSError, RuntimeError):  # a loop of links: refused below
+        into_source = False
+    if into_source:
         raise InputError("the model file would overwrite (or be written into) the source; choose another name.")
+    check = dict(force=args.force, inputs=[args.source], what="model file")
+    check_output_file(out, **check)  # before the checkpoints are read
     model = import_published_model(args.source)
-    model.save(args.output)
+    model.save(out, **check)
     print(f"pulmo: wrote {args.output}: {len(model.ensemble)} ensemble members, "
           f"{model.donors.shape[0]} donor rows, features {', '.join(model.features)}", file=sys.stderr)
     return 0

@@ -5,17 +5,20 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 
 from pulmo import DISCLAIMER
 from pulmo.errors import InputError
-from pulmo.cli.rows import report_row_errors, report_row_warnings, write_text
+from pulmo.cli.rows import (add_output_options, check_output, report_row_errors, report_row_warnings, table_text,
+                             write_text)
+from pulmo.cli.types import number, seed
 from pulmo.io.tables import read_table
 from pulmo.triage.model import TriageModel
 from pulmo.triage.predict import TriagePredictor
 
 MODEL_ENV = "PULMO_TRIAGE_MODEL"
 MAX_IMPUTATIONS = 1000   # draws per incomplete row; more only costs memory (the interval settles long before)
+IMPUTATIONS = number(1, MAX_IMPUTATIONS, integer=True)
+INTERVAL = number(0, 1, lo_open=True, hi_open=True)
 
 
 def add_command(sub) -> None:
@@ -31,19 +34,22 @@ def add_command(sub) -> None:
             "An empty cell is imputed (multiple imputation, median and interval over M draws); "
             "rows missing more than 3 features are refused. Output: the input columns plus "
             "score_dl, score_final, prob_critical_{5,10,30}d (+ _low/_high), risk_group, "
-            "imputed, n_imputations, warnings and error. Exit status 0: all rows scored; "
+            "imputed, n_imputations, warnings and error; in CSV, text cells that a spreadsheet would run as "
+            "a formula (=, +, -, @ ...) start with '. Exit status 0: all rows scored; "
             "1: some rows failed (see the error column); 2: unusable input. " + DISCLAIMER
         ),
     )
     p.add_argument("input", help="CSV file (UTF-8/UTF-16/Latin-1; comma, semicolon or tab separated)")
     p.add_argument("--model", help=f"model file from 'pulmo triage import-model' or 'train' "
                    f"(default: ${MODEL_ENV})")
-    p.add_argument("-o", "--output", help="output file (default: standard output)")
+    add_output_options(p)
     p.add_argument("--json", action="store_true", help="write JSON records instead of CSV")
     p.add_argument("--strict", action="store_true", help="fail without writing anything if any row is invalid")
-    p.add_argument("--imputations", type=int, default=20, metavar="M", help="imputations per incomplete row (default 20)")
-    p.add_argument("--seed", type=int, default=2020, help="imputation seed (default 2020)")
-    p.add_argument("--interval", type=float, default=0.90, help="central interval over imputations (default 0.90)")
+    p.add_argument("--imputations", type=IMPUTATIONS, default=20, metavar="M",
+                   help=f"imputations per incomplete row (default 20; {IMPUTATIONS.range_text})")
+    p.add_argument("--seed", type=seed(), default=2020, help="imputation seed (default 2020; 0 to 4294967295)")
+    p.add_argument("--interval", type=INTERVAL, default=0.90,
+                   help=f"central interval over imputations (default 0.90; {INTERVAL.range_text})")
     p.add_argument("--explain", action="store_true", help="add each feature's contribution to score_final (contrib_*)")
     p.set_defaults(func=run)
 
@@ -57,13 +63,9 @@ def load_model_arg(path: str | None) -> TriageModel:
 
 
 def run(args: argparse.Namespace) -> int:
-    if not 1 <= args.imputations <= MAX_IMPUTATIONS:
-        raise InputError(f"--imputations must be between 1 and {MAX_IMPUTATIONS}, not {args.imputations}.")
-    if args.seed < 0:
-        raise InputError(f"--seed must be a non-negative whole number, not {args.seed}.")
+    args.input_files = [args.model or os.environ.get(MODEL_ENV)]  # the model is an input too
+    check_output(args)  # never the input, never over a file Pulmo did not write (unless --force)
     model = load_model_arg(args.model)
-    if args.output and Path(args.output).resolve() == Path(args.input).resolve():
-        raise InputError("the output file would overwrite the input file; choose another name.")
     table, _ = read_table(args.input)
     predictor = TriagePredictor(model, n_imputations=args.imputations, seed=args.seed,
                                 interval=args.interval, explain=args.explain)
@@ -76,9 +78,8 @@ def run(args: argparse.Namespace) -> int:
     if stop:
         return 1
     report_row_warnings(result)
-    text = (result.to_json(orient="records", indent=1, force_ascii=False) if args.json
-            else result.to_csv(index=False, float_format="%.10g"))
-    write_text(args.output, text)
+    text = table_text(result, args.json, float_format="%.10g")
+    write_text(args.output, text, args)
     n_imp = sum(r.n_imputations > 0 for r in batch)
     print(f"pulmo: {len(result) - n_failed} of {len(result)} rows scored "
           f"({n_imp} with imputed values), {n_failed} failed. {DISCLAIMER}", file=sys.stderr)

@@ -6,11 +6,10 @@ import argparse
 import json
 import sys
 from collections import Counter
-from pathlib import Path
 
 from pulmo import DISCLAIMER
 from pulmo.errors import InputError
-from pulmo.cli.rows import report_row_errors, write_text
+from pulmo.cli.rows import add_output_options, check_output, report_row_errors, table_text, write_text
 from pulmo.io.tables import read_table
 from pulmo.triage.scores import SCORE_NAMES, SCORES, resolve_scores, score_patient, score_records
 
@@ -30,7 +29,8 @@ def add_command(sub) -> None:
             "cerebrovascular_disease, renal_disease, altered_mental_status, pleural_effusion); see "
             "docs/clinical_scores.md. A score with a missing input is not computed (its <score>_missing column "
             "says why) unless --assume-normal. Output: the input columns plus <score>_points, <score>_band, "
-            "<score>_mortality (where published), <score>_missing, warnings and error. Exit status 0: no row "
+            "<score>_mortality (where published), <score>_missing, warnings and error; in CSV, text cells that a "
+            "spreadsheet would run as a formula (=, +, -, @ ...) start with '. Exit status 0: no row "
             "failed; 1: some rows failed (see the error column); 2: unusable input. " + DISCLAIMER
         ),
     )
@@ -40,7 +40,7 @@ def add_command(sub) -> None:
     p.add_argument("--set", dest="values", action="append", default=[], metavar="NAME=VALUE",
                    help="one patient's input (repeat; e.g. --set respiratory_rate=32 --set urea_mmol_l=8); "
                         "prints each item's points instead of reading a CSV")
-    p.add_argument("-o", "--output", help="output file (default: standard output)")
+    add_output_options(p)
     p.add_argument("--json", action="store_true", help="write JSON instead of CSV / text")
     p.add_argument("--strict", action="store_true", help="write nothing if any row is invalid")
     p.add_argument("--assume-normal", action="store_true",
@@ -62,12 +62,13 @@ def _parse_set(items: list[str]) -> dict[str, str]:
 
 
 def run_patient(args: argparse.Namespace, keys: tuple[str, ...]) -> int:
+    check_output(args)
     results = score_patient(_parse_set(args.values), keys, assume_normal_if_missing=args.assume_normal)
     if args.json:
         text = json.dumps({k: r.to_dict() for k, r in results.items()}, indent=1, ensure_ascii=False) + "\n"
     else:
         text = "\n\n".join(r.summary() for r in results.values()) + f"\n\n{DISCLAIMER}\n"
-    write_text(args.output, text)
+    write_text(args.output, text, args)
     return 0
 
 
@@ -80,8 +81,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.input:
         raise InputError("give a CSV file, or one patient's values with --set NAME=VALUE "
                          "(see 'pulmo triage score --help').")
-    if args.output and Path(args.output).resolve() == Path(args.input).resolve():
-        raise InputError("the output file would overwrite the input file; choose another name.")
+    check_output(args)  # never the input, never over a file Pulmo did not write (unless --force)
     table, _ = read_table(args.input)
     batch = score_records(table, keys, assume_normal_if_missing=args.assume_normal, items=args.items)
     result = batch.to_frame(table)
@@ -98,9 +98,8 @@ def run(args: argparse.Namespace) -> int:
     n_failed, stop = report_row_errors(result, strict=args.strict)
     if stop:
         return 1
-    text = (result.to_json(orient="records", indent=1, force_ascii=False) + "\n" if args.json
-            else result.to_csv(index=False))
-    write_text(args.output, text)
+    text = table_text(result, args.json) + ("\n" if args.json else "")
+    write_text(args.output, text, args)
     # valid rows for which no chosen score could be computed
     n_none = sum(all(p.scores[k].band is None for k in keys) for p in valid)
     print(f"pulmo: {len(result) - n_failed - n_none} of {len(result)} rows scored"

@@ -6,16 +6,29 @@ import argparse
 import math
 import sys
 import textwrap
-from pathlib import Path
 
 from pulmo import DISCLAIMER
 from pulmo.cli import add_group
+from pulmo.cli.types import number, seed
 from pulmo.errors import InputError
 
+MAX_BOOTSTRAP = 100_000   # replicates: 2000 is usual; 100000 takes minutes on a large cohort
+BOOTSTRAP = number(0, MAX_BOOTSTRAP, integer=True)
+CONF_LEVEL = number(0, 1, lo_open=True, hi_open=True)
+FINITE = number()
+TIME = number(0, 1e9, lo_open=True)
+GROUPS = number(2, 20, integer=True)
+CALIBRATION_GROUPS = number(2, 100, integer=True)
+LABEL = number(1, 2**31 - 1, integer=True)
+TOLERANCE = number(0, 1e6)
+SPACING = number(0, 1e6, lo_open=True)
+
 _OUTPUTS = ("Outputs: --json (all numbers; '-' for standard output), --report (HTML with plots), "
-            "--csv (a flat table). With none of them the JSON goes to standard output. Files are "
-            "written only when the whole analysis succeeded. Exit status 0: done; 2: unusable input "
-            "(the message names the file, row and column).")
+            "--csv (a flat table; text cells that a spreadsheet would run as a formula start with '). With "
+            "none of them the JSON goes to standard output. Files are written only when the whole analysis "
+            "succeeded, and an existing file only when Pulmo wrote it (its folder's .pulmo-manifest.json "
+            "says so) or with --force. Exit status 0: done; 2: unusable input (the message names the file, "
+            "row and column).")
 
 
 def _describe(*paragraphs: str) -> dict:
@@ -28,8 +41,15 @@ def _add_outputs(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", metavar="OUT.json", help="write all results as JSON ('-' = standard output)")
     p.add_argument("--report", metavar="OUT.html", help="write an HTML report with tables and plots")
     p.add_argument("--csv", metavar="OUT.csv", help="write the results as one flat CSV table")
-    p.add_argument("--conf-level", type=float, default=0.95, metavar="L",
-                   help="confidence level of all intervals (default 0.95)")
+    _add_force(p)
+    p.add_argument("--conf-level", type=CONF_LEVEL, default=0.95, metavar="L",
+                   help=f"confidence level of all intervals (default 0.95; {CONF_LEVEL.range_text})")
+
+
+def _add_force(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--force", action="store_true",
+                   help="replace existing output files that Pulmo did not write (or that changed since); files "
+                        "Pulmo wrote are replaced without it, the inputs never")
 
 
 def register(subparsers) -> None:
@@ -57,11 +77,12 @@ def register(subparsers) -> None:
     p.add_argument("--by", action="append", default=[], metavar="COL[:EDGES]",
                    help="subgroup column (sex, vendor ...); COL:40,65 cuts a numeric column into bands "
                         "<40, 40-<65, >=65 (repeatable)")
-    p.add_argument("--threshold", type=float, action="append", default=[], metavar="T",
+    p.add_argument("--threshold", type=FINITE, action="append", default=[], metavar="T",
                    help="also report sensitivity/specificity/PPV/NPV at this threshold (score >= T is positive)")
-    p.add_argument("--bootstrap", type=int, default=0, metavar="N",
-                   help="add a stratified bootstrap CI of each AUC with N replicates (e.g. 2000)")
-    p.add_argument("--seed", type=int, default=2020, help="bootstrap seed (default 2020)")
+    p.add_argument("--bootstrap", type=BOOTSTRAP, default=0, metavar="N",
+                   help=f"add a stratified bootstrap CI of each AUC with N replicates (e.g. 2000; 10 to "
+                        f"{MAX_BOOTSTRAP}, 0 for none)")
+    p.add_argument("--seed", type=seed(), default=2020, help="bootstrap seed (default 2020; 0 to 4294967295)")
     _add_outputs(p)
     p.set_defaults(func=run_roc)
 
@@ -81,17 +102,17 @@ def register(subparsers) -> None:
     p.add_argument("--event", required=True, metavar="COL", help="1 = event observed, 0 = censored")
     p.add_argument("--risk", action="append", default=[], metavar="COL",
                    help="risk score, higher = earlier event (repeatable)")
-    p.add_argument("--horizon", type=float, nargs="+", action="extend", default=[], metavar="T",
-                   help="time points for time-dependent AUC and survival by risk group")
+    p.add_argument("--horizon", type=TIME, nargs="+", action="extend", default=[], metavar="T",
+                   help=f"time points for time-dependent AUC and survival by risk group ({TIME.range_text})")
     p.add_argument("--prob", action="append", default=[], metavar="T=COL",
                    help="predicted probability of the event by time T (repeatable)")
-    p.add_argument("--groups", type=int, default=3, metavar="K",
-                   help="risk groups at the quantiles of each risk (default 3: low/medium/high)")
-    p.add_argument("--cutoffs", type=float, nargs="+", metavar="C",
+    p.add_argument("--groups", type=GROUPS, default=3, metavar="K",
+                   help="risk groups at the quantiles of each risk (default 3: low/medium/high; 2 to 20)")
+    p.add_argument("--cutoffs", type=FINITE, nargs="+", metavar="C",
                    help="risk cut-offs instead of quantile groups (risk <= C falls below)")
-    p.add_argument("--tau", type=float, metavar="T", help="truncation time of Uno's C")
-    p.add_argument("--calibration-groups", type=int, default=10, metavar="K",
-                   help="groups of predicted risk in the calibration table and plot (default 10)")
+    p.add_argument("--tau", type=TIME, metavar="T", help=f"truncation time of Uno's C ({TIME.range_text})")
+    p.add_argument("--calibration-groups", type=CALIBRATION_GROUPS, default=10, metavar="K",
+                   help="groups of predicted risk in the calibration table and plot (default 10; 2 to 100)")
     _add_outputs(p)
     p.set_defaults(func=run_survival)
 
@@ -106,62 +127,67 @@ def register(subparsers) -> None:
             "reference mask needs a prediction.", _OUTPUTS, DISCLAIMER))
     p.add_argument("pred_dir", metavar="PRED_DIR", help="folder of predicted masks")
     p.add_argument("gt_dir", metavar="GT_DIR", help="folder of reference (ground-truth) masks")
-    p.add_argument("--labels", type=int, nargs="+", metavar="L",
-                   help="label values to evaluate separately (default: any non-zero voxel)")
-    p.add_argument("--tolerance", type=float, default=1.0, metavar="MM",
-                   help="surface-Dice tolerance in physical units (default 1)")
-    p.add_argument("--spacing", type=float, nargs="+", metavar="S",
-                   help="voxel size per axis for all masks (overrides the files; needed for PNG in mm)")
+    p.add_argument("--labels", type=LABEL, nargs="+", metavar="L",
+                   help=f"label values to evaluate separately (default: any non-zero voxel; {LABEL.range_text})")
+    p.add_argument("--tolerance", type=TOLERANCE, default=1.0, metavar="MM",
+                   help=f"surface-Dice tolerance in physical units (default 1; {TOLERANCE.range_text})")
+    p.add_argument("--spacing", type=SPACING, nargs="+", metavar="S",
+                   help=f"voxel size per axis for all masks (overrides the files; needed for PNG in mm; "
+                        f"{SPACING.range_text})")
     p.add_argument("--json", metavar="OUT.json", help="write all results as JSON ('-' = standard output)")
     p.add_argument("--report", metavar="OUT.html", help="write an HTML report with a summary and a plot")
     p.add_argument("--csv", metavar="OUT.csv", help="write per-case metrics as CSV")
+    _add_force(p)
     p.set_defaults(func=run_segmentation)
 
 
-def _check_outputs(args, inputs: list[str]) -> None:
-    targets = [x for x in (args.json, args.report, args.csv) if x and x != "-"]
-    ins = {Path(i).resolve() for i in inputs}
-    for t in targets:
-        tp = Path(t)
-        if tp.resolve() in ins:
-            raise InputError(f"the output file {t} would overwrite an input; choose another name.")
-        if tp.is_dir():
-            raise InputError(f"{t}: is a folder; give a file name for the output.")
-    if len({Path(t).resolve() for t in targets}) != len(targets):
-        raise InputError("two outputs have the same file name.")
-    level = getattr(args, "conf_level", None)
-    if level is not None and not 0 < level < 1:
-        raise InputError(f"--conf-level must be between 0 and 1 (e.g. 0.95), got {level:g}.")
+def _output_checks(args, inputs: list[str], input_dirs: list[str] = ()) -> dict:
+    """How the output files are checked (:func:`pulmo.io.outputs.check_output_file`)."""
+    return dict(force=args.force, inputs=inputs, input_dirs=list(input_dirs))
 
 
-def _emit(args, validation, title: str) -> None:
+def _check_outputs(args, inputs: list[str], input_dirs: list[str] = ()) -> None:
+    """Before any work: outputs that are not inputs, not each other, not folders, links or special
+    files, not under a file, and not over a file Pulmo did not write (unless --force)."""
+    from pulmo.io.outputs import check_distinct, check_output_file
+
+    targets = {flag: getattr(args, flag[2:]) for flag in ("--json", "--report", "--csv")}
+    check_distinct(targets)
+    check = _output_checks(args, inputs, input_dirs)
+    for flag, t in targets.items():
+        if t and t != "-":
+            check_output_file(t, what=f"{flag} file", **check)
+
+
+def _emit(args, validation, title: str, inputs: list[str], input_dirs: list[str] = ()) -> None:
     from pulmo.stats import report
 
     # Render everything first, then write: a failure leaves no partial set of files.
     texts = []
     if args.json or not (args.report or args.csv):
-        texts.append((args.json or "-", report.to_json(validation.result)))
+        texts.append(("--json", args.json or "-", report.to_json(validation.result)))
     if args.report:
-        texts.append((args.report, report.render_html(validation, title)))
+        texts.append(("--report", args.report, report.render_html(validation, title)))
     if args.csv:
-        texts.append((args.csv, report.to_csv(validation.result)))
-    for target, text in texts:
+        texts.append(("--csv", args.csv, report.to_csv(validation.result)))
+    check = _output_checks(args, inputs, input_dirs)
+    for flag, target, text in texts:
         if target == "-":
             sys.stdout.write(text)
         else:
-            report.write_text(target, text)
+            report.write_text(target, text, what=f"{flag} file", **check)
 
 
 def run_roc(args: argparse.Namespace) -> int:
+    _check_outputs(args, [args.data])  # before the statistics are imported: a refusal stays quick
     from pulmo.stats.validate import parse_group_spec, validate_roc
 
-    _check_outputs(args, [args.data])
     if args.bootstrap and args.bootstrap < 10:
-        raise InputError("--bootstrap needs at least 10 replicates (2000 is usual).")
+        raise InputError(f"--bootstrap needs at least 10 replicates (2000 is usual; at most {MAX_BOOTSTRAP}).")
     v = validate_roc(args.data, args.truth, args.score, [parse_group_spec(b) for b in args.by],
                      conf_level=args.conf_level, bootstrap=args.bootstrap, seed=args.seed,
                      thresholds=args.threshold)
-    _emit(args, v, "ROC validation")
+    _emit(args, v, "ROC validation", [args.data])
     r = v.result
     summary = "; ".join(f"{k}: AUC {s['auc']:.3f}" + ("" if math.isnan(s["auc_ci"][0]) else
                                                       f" ({s['auc_ci'][0]:.3f}-{s['auc_ci'][1]:.3f})")
@@ -184,16 +210,16 @@ def _parse_prob(spec: str) -> tuple[float, str]:
 
 
 def run_survival(args: argparse.Namespace) -> int:
+    _check_outputs(args, [args.data])  # before the statistics are imported: a refusal stays quick
     from pulmo.stats.validate import validate_survival
 
-    _check_outputs(args, [args.data])
     if not args.risk and not args.prob:
         raise InputError("give at least one --risk column (or --prob HORIZON=COLUMN).")
     probs = [_parse_prob(p) for p in args.prob]
     v = validate_survival(args.data, args.time, args.event, args.risk, args.horizon, probs=probs,
                           n_groups=args.groups, cutoffs=args.cutoffs, tau=args.tau,
                           conf_level=args.conf_level, calibration_groups=args.calibration_groups)
-    _emit(args, v, "Survival model validation")
+    _emit(args, v, "Survival model validation", [args.data])
     r = v.result
     summary = "; ".join(f"{k}: Harrell's C {e['harrell']['c_index']:.3f}" for k, e in r["risks"].items())
     print(f"pulmo: {r['n']} patients, {r['n_events']} events. {summary}.", file=sys.stderr)
@@ -201,12 +227,12 @@ def run_survival(args: argparse.Namespace) -> int:
 
 
 def run_segmentation(args: argparse.Namespace) -> int:
+    _check_outputs(args, [], [args.pred_dir, args.gt_dir])  # before the statistics are imported
     from pulmo.stats.validate import validate_segmentation
 
-    _check_outputs(args, [])
     v = validate_segmentation(args.pred_dir, args.gt_dir, labels=args.labels, tolerance=args.tolerance,
                               spacing=args.spacing)
-    _emit(args, v, "Segmentation validation")
+    _emit(args, v, "Segmentation validation", [], [args.pred_dir, args.gt_dir])
     r = v.result
     parts = []
     for lab, s in r["summary"].items():

@@ -31,6 +31,8 @@ from pulmo.ct.quantify import qualify_flag, quality_warnings, quantify
 from pulmo.ct.segment.lesions import segment_lesions
 from pulmo.ct.segment.lobe_tool import ExternalLobeTool
 from pulmo.ct.segment.lungs import add_learned_lesional_lung, segment_lungs
+from pulmo.ct.segment.nodules import find_nodules
+from pulmo.ct.segment.partial_volume import remove_partial_volume
 from pulmo.ct.segment.models import (load_shipped_segmenter, missing_plugin_models, plugin_model,
                                      segmenter_description)
 from pulmo.ct.segment.regions import restrict_lobes, zones
@@ -39,7 +41,7 @@ from pulmo.errors import InputError, ModelError
 
 ProgressCallback = Callable[[str, bool], None]
 """``progress(stage, done)``: called with ``done=False`` when a stage starts and ``True`` when it
-ends. Stages of :func:`analyze`: ``load``, ``lungs``, ``regions``, ``lesions``, ``quantify``."""
+ends. Stages of :func:`analyze`: ``load``, ``lungs``, ``lesions``, ``regions``, ``quantify``."""
 
 CONVENTIONS = {
     "physical": "LPS (DICOM/ITK): +x patient left, +y posterior, +z superior, mm",
@@ -104,6 +106,12 @@ class CTAnalysis:
     outputs: list[str]
     timings: dict
     created: str
+    nodule_mask: np.ndarray | None = None  # uint8: nodule n of quantification["nodules"] is value n
+
+    @property
+    def nodules(self) -> list[dict]:
+        """Nodules and masses found (reported apart from pneumonia): size, position, region."""
+        return (self.quantification or {}).get("nodules", [])
 
     @property
     def input(self) -> dict:
@@ -137,9 +145,9 @@ class CTAnalysis:
         return (self.quantification or {}).get("severity")
 
     def native_mask(self, name: str) -> np.ndarray:
-        """``lungs``, ``lesions`` or ``regions`` as an array on the input's own grid (the order of
-        SimpleITK's array view of the input: (k, j, i) of its file or DICOM slice stack)."""
-        arr = getattr(self, name)
+        """``lungs``, ``lesions``, ``regions`` or ``nodules`` as an array on the input's own grid (the
+        order of SimpleITK's array view of the input: (k, j, i) of its file or DICOM slice stack)."""
+        arr = self.nodule_mask if name == "nodules" else getattr(self, name)
         if arr is None:
             raise ValueError(f"this analysis has no {name} mask")
         return sitk.GetArrayFromImage(self.volume.to_native(arr.astype(np.uint8, copy=False)))
@@ -245,15 +253,17 @@ def _missing_uids(headers) -> list[str]:
 
 
 def planned_outputs(vol: CTVolume, options: AnalysisOptions, segment_only: bool, quantified: bool,
-                    dicom_ok: bool) -> list[str]:
-    """The files :func:`pulmo.ct.write_outputs` writes for this analysis, in order."""
+                    dicom_ok: bool, complete: bool = True, nodules: bool = False) -> list[str]:
+    """The files :func:`pulmo.ct.write_outputs` writes for this analysis, in order. A scan that
+    does not cover the lungs from apex to base (``complete`` False) gets no coronal image."""
     if vol.kind == "image":
         stem = Path(vol.source).stem
         return [f"{stem}_lungs.png", f"{stem}_lesions.png", RESULTS_FILE]
-    files = ["lungs.nii.gz", "lesions.nii.gz", "regions.nii.gz"]
+    files = ["lungs.nii.gz", "lesions.nii.gz", "regions.nii.gz"] + (["nodules.nii.gz"] if nodules else [])
     if not segment_only:
         if options.write_dicom and vol.dicom is not None and dicom_ok:
-            files += ["seg.dcm"] + (["sr_measurements.dcm"] if quantified else []) + ["sc_axial.dcm", "sc_coronal.dcm"]
+            files += (["seg.dcm"] + (["sr_measurements.dcm"] if quantified else []) + ["sc_axial.dcm"]
+                      + (["sc_coronal.dcm"] if complete else []))
         if options.write_report:
             files.append("report.html")
     return files + [RESULTS_FILE]
@@ -335,6 +345,36 @@ def _analyze_volume(vol: CTVolume, options: AnalysisOptions, timings: dict, prog
                 info = {**info, "learned_lesional_lung_voxels_added": added}
     if not lungs.any():
         raise InputError(f"{Path(vol.source).name}: no lungs found in this image; is it a chest CT?")
+    with stage("lesions"):
+        if lesion_model is not None:
+            lesions = lesion_model.predict(vol.array)
+            lesions[(lungs == 0) | (lesions > 2)] = 0
+            methods["lesions"] = f"model {lesion_model.path.name} ({lesion_model.version})"
+            sources["lesions"] = "plug-in model"
+        elif seg is not None:
+            lesions = learned_lesions
+            lesions[(lungs == 0) | (lesions > 2)] = 0
+            methods["lesions"] = f"learned model {learned['file']} ({learned['version']}), within the lung mask"
+            sources["lesions"] = "learned"
+        elif vol.is_hu:
+            lesions = segment_lesions(vol.array, lungs, vol.spacing, options.lesions)
+            methods["lesions"] = (f"density bands GGO {options.lesions.ggo_hu} HU, consolidation "
+                                  f"{options.lesions.consolidation_hu} HU, vessel suppression")
+            sources["lesions"] = "density"
+        else:
+            raise InputError("8-bit images need a learned lesion model (none installed)", code="no_2d_model")
+        nodules, nodule_mask = [], None
+        if vol.is_hu and vol.shape[0] >= 3:
+            removed = remove_partial_volume(lungs, lesions, vol.array, vol.spacing)
+            info = {**info, "partial_volume_removed_ml": {
+                k.replace("_voxels", ""): round(v * vol.voxel_volume_ml, 2) for k, v in removed.items()}}
+            nodules, nodule_mask = find_nodules(lungs, lesions, vol.array, vol.spacing, vol.origin)
+            if nodules:
+                lesions[nodule_mask > 0] = 0
+            methods["lesions"] += ("; partial volume at the diaphragm domes and lung surfaces removed; round solid "
+                                   "focal lesions reported as nodules, not as pneumonia")
+    if not lungs.any():
+        raise InputError(f"{Path(vol.source).name}: no lungs found in this image; is it a chest CT?")
     regions = None
     region_kind = "zones"
     with stage("regions"):
@@ -354,37 +394,29 @@ def _analyze_volume(vol: CTVolume, options: AnalysisOptions, timings: dict, prog
         if regions is None:
             regions = zones(lungs)
             methods["regions"] = "zones: upper/middle/lower third of each lung's height"
-    with stage("lesions"):
-        if lesion_model is not None:
-            lesions = lesion_model.predict(vol.array)
-            lesions[(lungs == 0) | (lesions > 2)] = 0
-            methods["lesions"] = f"model {lesion_model.path.name} ({lesion_model.version})"
-            sources["lesions"] = "plug-in model"
-        elif seg is not None:
-            lesions = learned_lesions
-            lesions[(lungs == 0) | (lesions > 2)] = 0
-            methods["lesions"] = f"learned model {learned['file']} ({learned['version']}), within the lung mask"
-            sources["lesions"] = "learned"
-        elif vol.is_hu:
-            lesions = segment_lesions(vol.array, lungs, vol.spacing, options.lesions)
-            methods["lesions"] = (f"density bands GGO {options.lesions.ggo_hu} HU, consolidation "
-                                  f"{options.lesions.consolidation_hu} HU, vessel suppression")
-            sources["lesions"] = "density"
-        else:
-            raise InputError("8-bit images need a learned lesion model (none installed)", code="no_2d_model")
-    method = {**methods, "details": info, "summary": "; ".join(f"{k}: {v}" for k, v in methods.items()),
-              "source": sources, "learned_model": learned}
+    order = [k for k in ("lungs", "regions", "lesions") if k in methods]
+    method = {**{k: methods[k] for k in order}, "details": info,
+              "summary": "; ".join(f"{k}: {methods[k]}" for k in order), "source": sources, "learned_model": learned}
     assessable, q = True, None
+    coverage = {"complete": True, "missing": []}
     warnings_ = list(vol.warnings) + extra_warnings
     if not segment_only:
         with stage("quantify"):
-            warns, assessable = quality_warnings(vol, lungs, few) if vol.is_hu else ([], True)
-            q = quantify(vol.array, lungs, lesions, regions, region_kind, vol.spacing, options.score)
+            lesion_source = sources.get("lesions", "learned")
+            if vol.is_hu:
+                warns, assessable, coverage = quality_warnings(vol, lungs, few, lesion_source)
+            else:  # a 2D image: one slice, never the whole lungs
+                warns, coverage = [], {"complete": False, "missing": ["all but one slice of the lungs"]}
+            q = quantify(vol.array, lungs, lesions, regions, region_kind, vol.spacing, options.score,
+                         coverage_complete=coverage["complete"], lesion_source=lesion_source,
+                         slices_only=few or not vol.is_hu)
+            q["coverage"] = coverage
+            q["nodules"] = [_with_region(n, regions, region_kind) for n in nodules]
             if not assessable:
                 q["severity"]["value"] = None
                 q["pneumonia"]["flag"] = None
             else:
-                qualify_flag(q, warns, density_based=sources.get("lesions") == "density")
+                qualify_flag(q, warns, density_based=lesion_source == "density")
             warnings_ += warns
     dicom_ok = True
     if not segment_only and options.write_dicom and vol.dicom is not None and vol.kind != "image":
@@ -393,9 +425,17 @@ def _analyze_volume(vol: CTVolume, options: AnalysisOptions, timings: dict, prog
             dicom_ok = False
             warnings_.append(warning("dicom_outputs_skipped", "DICOM SEG/SR/SC were not written: the source images "
                                      "lack " + ", ".join(missing) + ", which the results must reference"))
-    outputs = planned_outputs(vol, options, segment_only, q is not None, dicom_ok)
+    outputs = planned_outputs(vol, options, segment_only, q is not None, dicom_ok, coverage["complete"],
+                              nodules=nodule_mask is not None)
     return CTAnalysis(vol, lungs, lesions, regions, region_kind, method, warnings_, assessable, q, outputs,
-                      timings, created or _now())
+                      timings, created or _now(), nodule_mask)
+
+
+def _with_region(nodule, regions: np.ndarray, region_kind: str) -> dict:
+    """A nodule as results.json lists it, with the lobe or zone at its centre."""
+    names = LOBE_LABELS if region_kind == "lobes" else ZONE_LABELS
+    label = int(regions[nodule.centre_index_zyx])
+    return {**nodule.to_dict(), "region": names.get(label)}
 
 
 def _image_summary(name: str, image: np.ndarray, lungs: np.ndarray, lesions: np.ndarray) -> dict:

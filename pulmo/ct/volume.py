@@ -109,30 +109,95 @@ class CTVolume:
         return sitk.GetArrayFromImage(sitk.Resample(img, ref, sitk.Transform(), sitk.sitkNearestNeighbor, 0))
 
 
+def oblique_reference(size, spacing, origin, direction) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The LPS-aligned grid (size, spacing, origin; ITK (x, y, z) order) that covers an oblique
+    grid's box, at its finest in-plane spacing (keeps resolution): what :func:`canonicalise`
+    resamples onto, computed from the geometry alone (a reader's header) so that its voxel count
+    can be checked before any pixel is read."""
+    size = np.asarray(size, float)
+    sp = np.asarray(spacing, float)
+    d = np.asarray(direction, float).reshape(3, 3)
+    idx = np.array([(i, j, k) for i in (0, size[0] - 1) for j in (0, size[1] - 1) for k in (0, size[2] - 1)])
+    corners = np.asarray(origin, float) + (idx * sp) @ d.T
+    lo, hi = corners.min(0), corners.max(0)
+    new_sp = np.full(3, sp.min())
+    new_sp[2] = max(sp[2], sp.min())
+    new_size = np.maximum(1, np.round((hi - lo) / new_sp).astype(np.int64) + 1)
+    return new_size, new_sp, lo
+
+
+def _axis_map(direction) -> list[tuple[int, int]]:
+    """For each LPS axis k: (index axis j that runs along it, sign) of an axis-aligned direction."""
+    d = np.asarray(direction, float).reshape(3, 3)
+    out = []
+    for k in range(3):
+        j = int(np.argmax(np.abs(d[k])))
+        out.append((j, 1 if d[k, j] > 0 else -1))
+    return out
+
+
+def canonical_array(img: sitk.Image) -> tuple[np.ndarray, tuple[float, float, float], tuple[float, float, float], bool]:
+    """``img`` (3D, one component, any pixel type) on the canonical LPS grid as a new float32
+    array (z, y, x), with its spacing (z, y, x), origin (LPS x, y, z) and whether that was exact.
+
+    Axis-aligned images are permuted/flipped in numpy straight from the image's own buffer
+    (one float32 copy: what :func:`canonicalise` gives, without its intermediate images);
+    oblique ones are resampled (linear, outside -1024) onto :func:`oblique_reference`."""
+    geom = Geometry.of(img)
+    if geom.axis_aligned:
+        size, sp = np.array(geom.size), np.array(geom.spacing, float)
+        d = np.asarray(geom.direction, float).reshape(3, 3)
+        amap = _axis_map(geom.direction)
+        view = sitk.GetArrayViewFromImage(img)  # (i2, i1, i0): numpy axis of index axis j is 2 - j
+        order = [2 - amap[k][0] for k in (2, 1, 0)]  # output axes z, y, x = LPS axes 2, 1, 0
+        src = view.transpose(order)
+        flips = tuple(a for a, k in enumerate((2, 1, 0)) if amap[k][1] < 0)
+        if flips:
+            src = np.flip(src, axis=flips)
+        out = np.empty(src.shape, np.float32)
+        np.copyto(out, src, casting="unsafe")
+        # ``first``: the index (x, y, z of the input grid) of the voxel that becomes [0, 0, 0]
+        first = np.zeros(3)
+        for j, sign in amap:
+            first[j] = 0 if sign > 0 else size[j] - 1
+        origin = np.asarray(geom.origin, float) + d @ (first * sp)
+        spacing = tuple(float(sp[amap[k][0]]) for k in (2, 1, 0))
+        return out, spacing, tuple(float(o) for o in origin), True
+    new_size, new_sp, lo = oblique_reference(geom.size, geom.spacing, geom.origin, geom.direction)
+    ref = sitk.Image([int(s) for s in new_size], sitk.sitkUInt8)
+    ref.SetSpacing(new_sp.tolist())
+    ref.SetOrigin(lo.tolist())
+    ref.SetDirection(IDENTITY)
+    res = sitk.Resample(img, ref, sitk.Transform(), sitk.sitkLinear, -1024.0, sitk.sitkFloat32)
+    arr = sitk.GetArrayFromImage(res)
+    return arr, tuple(float(s) for s in new_sp[::-1]), tuple(float(o) for o in lo), False
+
+
+def canonical_index(geom: Geometry, ijk: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Where voxels of an axis-aligned grid ``geom`` (index (i, j, k) rows, ITK order) lie in
+    its canonical array (:func:`canonical_array`): the (z, y, x) index arrays."""
+    amap = _axis_map(geom.direction)
+    ijk = np.asarray(ijk, np.int64)
+    out = []
+    for k in (2, 1, 0):
+        j, sign = amap[k]
+        out.append(ijk[:, j] if sign > 0 else geom.size[j] - 1 - ijk[:, j])
+    return tuple(out)
+
+
 def canonicalise(img: sitk.Image) -> tuple[sitk.Image, bool]:
     """Return ``img`` on an identity-direction (LPS) grid and whether that was exact.
 
     Axis-aligned inputs are permuted/flipped (exact, no interpolation). Oblique
-    ones are resampled (linear) onto an LPS grid covering the same box.
+    ones are resampled (linear) onto an LPS grid covering the same box
+    (:func:`oblique_reference`).
     """
     geom = Geometry.of(img)
     if geom.axis_aligned:
         out = sitk.DICOMOrient(img, "LPS")
         out.SetDirection(IDENTITY)
         return out, True
-    size = np.array(img.GetSize())
-    corners = []
-    for i in (0, size[0] - 1):
-        for j in (0, size[1] - 1):
-            for k in (0, size[2] - 1):
-                corners.append(img.TransformContinuousIndexToPhysicalPoint((float(i), float(j), float(k))))
-    corners = np.array(corners)
-    lo, hi = corners.min(0), corners.max(0)
-    sp = np.array(img.GetSpacing())
-    # Spacing along each LPS axis: the finest input spacing (keeps resolution).
-    new_sp = np.full(3, sp.min())
-    new_sp[2] = max(sp[2], sp.min())
-    new_size = np.maximum(1, np.round((hi - lo) / new_sp).astype(int) + 1)
+    new_size, new_sp, lo = oblique_reference(geom.size, geom.spacing, geom.origin, geom.direction)
     ref = sitk.Image([int(s) for s in new_size], img.GetPixelID())
     ref.SetSpacing(new_sp.tolist())
     ref.SetOrigin(lo.tolist())

@@ -17,14 +17,29 @@ import pandas as pd
 
 from pulmo.errors import InputError
 from pulmo.io.cells import parse_binary, parse_numbers
+from pulmo.io.limits import check_file, check_nifti_header, human_bytes
 from pulmo.io.tables import read_table
 
 __all__ = ["load_table", "numeric_column", "binary_column", "label_column", "MaskImage",
-           "read_mask", "match_masks", "MASK_SUFFIXES"]
+           "read_mask", "match_masks", "MASK_SUFFIXES", "MAX_MASK_VOXELS", "MAX_MASK_FILE_BYTES",
+           "MAX_MASK_DATA_BYTES"]
 
-def load_table(path: str | os.PathLike) -> tuple[pd.DataFrame, str]:
-    """Read a CSV table (strings, index = spreadsheet row); refuse a table with no data rows."""
-    table, _ = read_table(path)
+#: Budgets of the mask readers (keyword arguments of :func:`read_mask`): voxels of one mask, bytes
+#: of one mask file, and of its voxel data once decompressed. The surface distances of a case
+#: (scipy's exact distance transform of the whole grid) take ~32 bytes a voxel: a pair of
+#: 512x512x300 masks (78.6 million voxels) peaks at 2.9 GB, so 80 million keeps a case under 3 GB.
+MAX_MASK_VOXELS = 80_000_000
+MAX_MASK_FILE_BYTES = 1 << 30
+MAX_MASK_DATA_BYTES = 1 << 30
+#: Largest NIfTI header with its extensions (where the voxel data start).
+MAX_MASK_HEADER_BYTES = 16 << 20
+
+
+def load_table(path: str | os.PathLike, **limits) -> tuple[pd.DataFrame, str]:
+    """Read a CSV table (strings, index = spreadsheet row); refuse a table with no data rows.
+    ``limits``: the budgets of :func:`pulmo.io.tables.read_table` (``max_bytes``, ``max_cells``,
+    ``max_columns``, ``max_line_chars``), its defaults otherwise."""
+    table, _ = read_table(path, **limits)
     name = str(path)
     if len(table) == 0:
         raise InputError(f"{name}: the file has a header but no data rows.")
@@ -108,16 +123,60 @@ def case_id(path: Path) -> str | None:
     return None
 
 
-def read_mask(path: str | os.PathLike) -> MaskImage:
+def _too_many(p: Path, shape, max_voxels: int) -> None:
+    n = 1
+    for d in shape:
+        n *= max(int(d), 0)
+    if n > max_voxels:
+        raise InputError(f"{p}: the mask has {'x'.join(str(int(d)) for d in shape)} = {n / 1e6:.0f} million voxels, "
+                         f"over the limit of {max_voxels / 1e6:.0f} million voxels for a mask.", code="mask_too_large")
+
+
+def _nifti_budget(p: Path, img, max_voxels: int, max_data_bytes: int) -> None:
+    """Check a NIfTI's header (nibabel has read only the header) before its voxels are read."""
+    hdr = img.header
+    shape = tuple(int(d) for d in hdr.get_data_shape())
+    _too_many(p, shape, max_voxels)
+    n = 1
+    for d in shape:
+        n *= max(d, 0)
+    nbytes = n * hdr.get_data_dtype().itemsize
+    if nbytes > max_data_bytes:
+        raise InputError(f"{p}: the mask holds {human_bytes(nbytes)} of voxel data, over the limit of "
+                         f"{human_bytes(max_data_bytes)} for a mask.", code="mask_too_large")
+
+
+def _compact(data: np.ndarray) -> np.ndarray:
+    """Integer labels in the smallest integer type that holds them (a mask is compared as
+    booleans; an int64 copy of a large volume is 8 bytes a voxel)."""
+    if data.dtype == bool or data.size == 0:
+        return data
+    lo, hi = int(data.min()), int(data.max())
+    for t in (np.uint8, np.int16, np.int32):
+        info = np.iinfo(t)
+        if info.min <= lo and hi <= info.max:
+            return data.astype(t, copy=False)
+    return data.astype(np.int64, copy=False)
+
+
+def read_mask(path: str | os.PathLike, *, max_voxels: int = MAX_MASK_VOXELS,
+              max_file_bytes: int = MAX_MASK_FILE_BYTES, max_data_bytes: int = MAX_MASK_DATA_BYTES) -> MaskImage:
     """Read a label mask. NIfTI: voxel data and ``header.get_zooms()``; PNG: grayscale or
-    palette indices, spacing 1 per axis. Non-integer values are refused."""
+    palette indices, spacing 1 per axis. Non-integer values are refused.
+
+    Budgets, checked from the header before any voxel is read: the file must be a regular file
+    (not a FIFO or a device) of at most ``max_file_bytes``; the mask at most ``max_voxels``
+    voxels and ``max_data_bytes`` of voxel data once decompressed (code ``mask_too_large``)."""
     p = Path(path)
     low = p.name.lower()
+    check_file(p, max_file_bytes, str(p), what="mask file", code="mask_too_large")
     try:
         if low.endswith((".nii", ".nii.gz")):
             import nibabel as nib
 
+            check_nifti_header(p, MAX_MASK_HEADER_BYTES, str(p), code="mask_too_large")
             img = nib.load(str(p))
+            _nifti_budget(p, img, max_voxels, max_data_bytes)
             data = np.asanyarray(img.dataobj)
             zooms = tuple(float(z) for z in img.header.get_zooms()[: data.ndim])
             if data.ndim == 4 and data.shape[3] == 1:
@@ -125,9 +184,20 @@ def read_mask(path: str | os.PathLike) -> MaskImage:
                 zooms = zooms[:3]
             spacing = zooms
         elif low.endswith(".png"):
+            import warnings
+
             from PIL import Image
 
-            with Image.open(p) as img:
+            with warnings.catch_warnings():  # Pillow's bomb warning: the budget below says it
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                try:
+                    img = Image.open(p)
+                except Image.DecompressionBombError:
+                    raise InputError(f"{p}: far too large for a mask (over the limit of {max_voxels / 1e6:.0f} "
+                                     "million pixels).", code="mask_too_large") from None
+            with img:
+                w, h = img.size
+                _too_many(p, (h, w, len(img.getbands())), max_voxels)
                 mode = img.mode
                 data = np.array(img)
             if data.ndim == 3:
@@ -142,17 +212,28 @@ def read_mask(path: str | os.PathLike) -> MaskImage:
             raise InputError(f"{p}: not a NIfTI (.nii, .nii.gz) or PNG mask.")
     except InputError:
         raise
+    except MemoryError:
+        raise InputError(f"{p}: the mask does not fit in memory.", code="mask_too_large") from None
     except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file for the user
         raise InputError(f"{p}: cannot read the mask ({type(exc).__name__}: {exc}).") from None
     if data.ndim not in (2, 3):
         raise InputError(f"{p}: masks must be 2-D or 3-D images, this one has shape {data.shape}.")
     if not np.issubdtype(data.dtype, np.integer) and data.dtype != bool:
-        f = np.asarray(data, dtype=float)
-        if not np.isfinite(f).all() or (f != np.round(f)).any():
-            raise InputError(f"{p}: the mask has non-integer values (a probability map?); "
-                             "threshold it into a label mask first.")
-        data = f.astype(np.int64)
-    return MaskImage(p, np.asarray(data), spacing)
+        f = np.asarray(data)
+        if f.dtype.kind not in "f":
+            raise InputError(f"{p}: the mask's voxel type {f.dtype} is not a number.")
+        # slab by slab: no whole-volume float64 temporaries
+        flat = f.reshape(f.shape[0], -1)
+        for k in range(0, flat.shape[0], 16):
+            part = flat[k:k + 16]
+            if not np.isfinite(part).all() or (part != np.round(part)).any():
+                raise InputError(f"{p}: the mask has non-integer values (a probability map?); "
+                                 "threshold it into a label mask first.")
+        lo, hi = (float(f.min()), float(f.max())) if f.size else (0.0, 0.0)
+        if lo < -2**31 or hi >= 2**31:
+            raise InputError(f"{p}: label values up to {hi:g} are not those of a label mask.")
+        data = f.astype(np.int64 if lo < -2**15 or hi >= 2**15 else np.int32)
+    return MaskImage(p, _compact(np.asarray(data)), spacing)
 
 
 def match_masks(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike

@@ -1,7 +1,9 @@
 """Writing validation results: JSON, CSV and a self-contained HTML report with plots.
 
-All files are written atomically (a temporary file renamed into place), so a reader
-never sees half a report. JSON is strict: NaN becomes ``null`` and infinities the
+All files are written through :mod:`pulmo.io.outputs`: atomically (a temporary file renamed
+into place), so a reader never sees half a report, and never over a file Pulmo did not write
+unless the caller says ``force``. CSV cells that a spreadsheet would run as a formula are
+written as text. JSON is strict: NaN becomes ``null`` and infinities the
 strings ``"Infinity"`` / ``"-Infinity"``. Plots are PNG images (matplotlib, Agg canvas,
 no global pyplot state) embedded in the HTML as base64.
 """
@@ -9,7 +11,6 @@ no global pyplot state) embedded in the HTML as base64.
 from __future__ import annotations
 
 import base64
-import csv
 import html
 import io
 import json
@@ -20,7 +21,7 @@ from dataclasses import asdict, is_dataclass
 import numpy as np
 
 from pulmo import DISCLAIMER
-from pulmo.io.atomic import atomic_path
+from pulmo.io import outputs as _outputs
 from pulmo.stats.validate import Validation
 
 __all__ = ["jsonable", "to_json", "to_csv", "write_text", "write_json", "write_csv", "write_html",
@@ -57,14 +58,14 @@ def to_json(result: dict) -> str:
     return json.dumps(jsonable(result), indent=2, allow_nan=False, ensure_ascii=False) + "\n"
 
 
-def write_text(path, text: str) -> None:
-    """Write ``text`` (UTF-8) to ``path`` atomically."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+def write_text(path, text: str, **check) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically, never over a file of the user's:
+    :func:`pulmo.io.outputs.write_text` (``force``, ``inputs``, ``input_dirs``, ``what``)."""
+    _outputs.write_text(path, text, **check)
 
 
-def write_json(path: str | os.PathLike, result: dict) -> None:
-    write_text(path, to_json(result))
+def write_json(path: str | os.PathLike, result: dict, **check) -> None:
+    write_text(path, to_json(result), **check)
 
 
 # --------------------------------------------------------------------------- CSV
@@ -154,18 +155,14 @@ def _cell(v):
 
 
 def to_csv(result: dict) -> str:
-    """The flat results table as CSV text (empty cell for a missing or NaN value)."""
+    """The flat results table as CSV text (empty cell for a missing or NaN value; text that a
+    spreadsheet would run as a formula starts with ``'``: :func:`pulmo.io.outputs.csv_text`)."""
     cols, rows = csv_rows(result)
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: _cell(r.get(k)) for k in cols})
-    return buf.getvalue()
+    return _outputs.csv_text(cols, ({k: _cell(r.get(k)) for k in cols} for r in rows))
 
 
-def write_csv(path: str | os.PathLike, result: dict) -> None:
-    write_text(path, to_csv(result))
+def write_csv(path: str | os.PathLike, result: dict, **check) -> None:
+    write_text(path, to_csv(result), **check)
 
 
 # --------------------------------------------------------------------------- plots
@@ -384,5 +381,5 @@ def render_html(v: Validation, title: str) -> str:
             + f"<h2>Conventions</h2><ul class='note'>{conv}</ul></body></html>\n")
 
 
-def write_html(path: str | os.PathLike, v: Validation, title: str) -> None:
-    write_text(path, render_html(v, title))
+def write_html(path: str | os.PathLike, v: Validation, title: str, **check) -> None:
+    write_text(path, render_html(v, title), **check)

@@ -49,10 +49,20 @@ from typing import Any
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from pulmo.errors import ModelError
+from pulmo.errors import InputError, ModelError
+from pulmo.io.archives import open_zip, read_member
+from pulmo.io.limits import MiB, check_file
 
 FORMAT_NAME = "pulmo-triage-model"
 FORMAT_VERSION = 1
+
+#: Budgets of :meth:`TriageModel.load`: the file, its two members as decompressed, the ensemble.
+#: A model trained on a million patients with its donor table (20 features) is ~160 MiB of arrays.
+MAX_FILE_BYTES = 512 * MiB
+MAX_MANIFEST_BYTES = 32 * MiB
+MAX_ARRAYS_BYTES = 512 * MiB
+MAX_MEMBERS = 1000
+MAX_LAYERS = 100
 
 _BLOCK_ROWS = 4096
 _THREADS = max(1, min(os.cpu_count() or 1, 8))
@@ -228,8 +238,12 @@ class TriageModel:
 
     # --- persistence ------------------------------------------------------------------
 
-    def save(self, path: str | Path) -> Path:
-        """Write the model atomically to ``path`` (a ``.pulmo-triage`` ZIP archive)."""
+    def save(self, path: str | Path, **check) -> Path:
+        """Write the model atomically to ``path`` (a ``.pulmo-triage`` ZIP archive), never over a
+        file Pulmo did not write unless ``force=True``: ``check`` goes to
+        :func:`pulmo.io.outputs.output_file` (``force``, ``inputs``, ``input_dirs``, ``what``)."""
+        from pulmo.io.outputs import output_file
+
         path = Path(path)
         arrays: dict[str, np.ndarray] = {}
         members = []
@@ -269,20 +283,23 @@ class TriageModel:
         }
         buf = io.BytesIO()
         np.savez(buf, **arrays)
-        tmp = path.with_name(path.name + ".partial")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
+        check.setdefault("what", "model file")
+        with output_file(path, **check) as tmp:
             with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
                 zf.writestr("model.json", json.dumps(manifest, indent=2))
                 zf.writestr("arrays.npz", buf.getvalue())
-            tmp.replace(path)
-        finally:
-            tmp.unlink(missing_ok=True)
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> "TriageModel":
-        """Read a ``.pulmo-triage`` file; raises :class:`ModelError` with a clear message."""
+        """Read a ``.pulmo-triage`` file; raises :class:`ModelError` with a clear message.
+
+        Budgets, checked before anything is decompressed or allocated: a regular file (not a FIFO
+        or a device) of at most :data:`MAX_FILE_BYTES`; ``model.json`` and ``arrays.npz`` of at
+        most :data:`MAX_MANIFEST_BYTES` and :data:`MAX_ARRAYS_BYTES` as decompressed (counted
+        while reading); each array's declared shape within what remains; at most
+        :data:`MAX_MEMBERS` ensemble members of :data:`MAX_LAYERS` layers (code ``model_too_large``).
+        """
         path = Path(path)
         if not path.exists():
             raise ModelError(f"{path}: model file not found.")
@@ -290,11 +307,19 @@ class TriageModel:
             raise ModelError(f"{path}: is a folder; expected a .pulmo-triage model file "
                              "(create one with 'pulmo triage import-model' or 'pulmo triage train').")
         try:
-            with zipfile.ZipFile(path) as zf:
-                manifest = json.loads(zf.read("model.json"))
-                with np.load(io.BytesIO(zf.read("arrays.npz")), allow_pickle=False) as npz:
-                    arrays = {k: npz[k] for k in npz.files}
-        except (zipfile.BadZipFile, zlib.error, KeyError, ValueError, OSError, EOFError) as exc:  # zlib: damaged bytes
+            check_file(path, MAX_FILE_BYTES, str(path), what="model file", code="model_too_large")
+            with open_zip(path, max_members=64, label=str(path)) as zf:
+                manifest = json.loads(read_member(zf, "model.json", MAX_MANIFEST_BYTES, f"{path}: model.json",
+                                                  code="model_too_large"))
+                raw = read_member(zf, "arrays.npz", MAX_ARRAYS_BYTES, f"{path}: arrays.npz", code="model_too_large")
+            arrays = _read_arrays(raw, path)
+        except InputError as exc:
+            if exc.code in ("special_file", "model_too_large"):
+                raise ModelError(str(exc), code=exc.code) from None
+            reason = str(exc).removeprefix(f"{path}: ")
+            raise ModelError(f"{path}: not a valid Pulmo triage model file ({reason}).", code=exc.code) from None
+        except (zipfile.BadZipFile, zlib.error, KeyError, ValueError, OSError, EOFError, RecursionError,
+                UnicodeDecodeError, OverflowError) as exc:  # zlib: damaged bytes
             raise ModelError(
                 f"{path}: not a valid Pulmo triage model file ({type(exc).__name__}: {exc})."
             ) from None
@@ -307,6 +332,11 @@ class TriageModel:
                 f"(this Pulmo reads version {FORMAT_VERSION})."
             )
         try:
+            members = manifest["ensemble"]
+            if len(members) > MAX_MEMBERS or any(len(m) > MAX_LAYERS for m in members):
+                raise ModelError(f"{path}: an ensemble of {len(members)} members (of up to "
+                                 f"{max((len(m) for m in members), default=0)} layers), over the limit of "
+                                 f"{MAX_MEMBERS} members of {MAX_LAYERS} layers.", code="model_too_large")
             features = list(manifest["features"])
             ensemble = [
                 [
@@ -335,5 +365,42 @@ class TriageModel:
                 provenance=manifest.get("provenance", {}),
                 metrics=manifest.get("metrics", {}),
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError) as exc:
             raise ModelError(f"{path}: model file is incomplete or corrupt ({type(exc).__name__}: {exc}).") from None
+
+
+def _read_arrays(raw: bytes, path: Path) -> dict[str, np.ndarray]:
+    """The arrays of ``arrays.npz`` (an in-memory zip of ``.npy`` files): each one's header
+    (shape, dtype) is checked against what remains of :data:`MAX_ARRAYS_BYTES` before numpy
+    allocates it; object (pickled) arrays are refused."""
+    label = f"{path}: arrays.npz"
+    try:
+        inner = zipfile.ZipFile(io.BytesIO(raw))
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise ModelError(f"{path}: not a valid Pulmo triage model file (arrays: {exc}).") from None
+    with inner:
+        infos = inner.infolist()
+        if len(infos) > 100_000:
+            raise ModelError(f"{label}: {len(infos)} arrays, over the limit of 100000.", code="model_too_large")
+        left = MAX_ARRAYS_BYTES
+        arrays = {}
+        for info in infos:
+            key = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+            with inner.open(info) as fh:
+                version = np.lib.format.read_magic(fh)
+                if version == (1, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+                elif version == (2, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+                else:
+                    raise ValueError(f"array {key}: .npy format version {version} is not supported")
+                if dtype.hasobject:
+                    raise ValueError(f"array {key} holds Python objects, which are never loaded")
+                nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+                left -= nbytes
+                if left < 0:
+                    raise ModelError(f"{label}: its arrays declare more than {MAX_ARRAYS_BYTES >> 20} MiB, over the "
+                                     f"limit of {MAX_ARRAYS_BYTES >> 20} MiB.", code="model_too_large")
+            with inner.open(info) as fh:  # from the start: read_array reads the header again
+                arrays[key] = np.lib.format.read_array(fh, allow_pickle=False)
+        return arrays

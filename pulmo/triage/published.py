@@ -25,6 +25,7 @@ import numpy as np
 from pulmo import __version__
 from pulmo.errors import InputError, ModelError
 from pulmo.io.archives import extract_zip
+from pulmo.io.limits import check_file, open_regular, walk_files
 from pulmo.io.tf_checkpoint import Checkpoint
 from pulmo.triage.model import DenseLayer, TriageModel
 from pulmo.triage.schema import FEATURE_NAMES
@@ -66,21 +67,40 @@ LAYERS = ("layer1", "layer2", "layer3")
 DONOR_COLUMNS = ("malignancy", "age", "xray_abnormality", "dyspnea", "copd", "ldh",
                  "direct_bilirubin", "creatine_kinase", "comorbidities", "nlr")
 
+#: Budgets of the import: the archive (the authors' is under 1 MiB) and what it unpacks to, each
+#: file read from it or from an unpacked folder, and the files and folders searched in a folder.
 MAX_ARCHIVE_BYTES = 64 * 1024 * 1024
+MAX_SOURCE_FILES = 10_000
 
 
 def _safe_extract(zip_path: Path, dest: Path) -> None:
     """Extract the checkpoint files and the donor table, refusing unsafe archives."""
     try:
         extract_zip(zip_path, dest, max_member_bytes=MAX_ARCHIVE_BYTES, max_total_bytes=MAX_ARCHIVE_BYTES,
+                    max_members=MAX_SOURCE_FILES, code="model_too_large",
                     keep=lambda p: p.name.startswith("model.") or p.name == "imputation.csv")
     except InputError as exc:
-        raise ModelError(f"{zip_path}: refusing the archive (unsafe path, link, size or corruption): {exc}") from None
+        raise ModelError(f"{zip_path}: refusing the archive (unsafe path, link, size or corruption): {exc}",
+                         code=exc.code) from None
+
+
+def _checked(path: Path) -> Path:
+    """``path`` when it is a regular file within :data:`MAX_ARCHIVE_BYTES` (never a FIFO or a device)."""
+    try:
+        check_file(path, MAX_ARCHIVE_BYTES, str(path), what="model file", code="model_too_large")
+    except InputError as exc:
+        raise ModelError(str(exc), code=exc.code) from None
+    return path
 
 
 def _find_root(base: Path) -> Path:
-    """The folder that holds fold_0 ... fold_4."""
-    hits = sorted(p.parent for p in base.rglob("fold_0") if p.is_dir())
+    """The folder that holds fold_0 ... fold_4 (searched without following links to folders,
+    over at most :data:`MAX_SOURCE_FILES` files and folders)."""
+    try:
+        found = walk_files(base, MAX_SOURCE_FILES, str(base), folders=True)
+    except InputError as exc:
+        raise ModelError(str(exc), code=exc.code) from None
+    hits = sorted(p.parent for p in found if p.name == "fold_0" and p.is_dir())
     if not hits:
         raise ModelError(
             f"{base}: no fold_0 ... fold_4 checkpoint folders found; expected the authors' models.zip "
@@ -89,9 +109,17 @@ def _find_root(base: Path) -> Path:
     return hits[0]
 
 
+def _open_source(path: Path):
+    try:
+        return open_regular(path, str(path), what="model archive")
+    except InputError as exc:
+        raise ModelError(str(exc), code=exc.code) from None
+
+
 def _read_donors(path: Path) -> np.ndarray:
     if not path.exists():
         raise ModelError(f"{path}: the donor table imputation.csv is missing from the model archive.")
+    _checked(path)
     try:
         raw = np.loadtxt(path, delimiter=",", dtype=np.float64, ndmin=2)
     except ValueError as exc:
@@ -113,12 +141,18 @@ def import_published_model(source: str | Path) -> TriageModel:
     source = Path(source)
     if not source.exists():
         raise ModelError(f"{source}: not found.")
+    if not source.is_dir():
+        _checked(source)
     with tempfile.TemporaryDirectory(prefix="pulmo-import-") as tmp:
         if source.is_dir():
             base = source
             digest = None
         else:
-            data = source.read_bytes()
+            with _open_source(source) as fh:
+                data = fh.read(MAX_ARCHIVE_BYTES + 1)
+            if len(data) > MAX_ARCHIVE_BYTES:
+                raise ModelError(f"{source}: over the limit of {MAX_ARCHIVE_BYTES >> 20} MiB for the model archive.",
+                                 code="model_too_large")
             digest = hashlib.sha256(data).hexdigest()
             if not zipfile.is_zipfile(io.BytesIO(data)):
                 raise ModelError(f"{source}: expected the authors' models.zip or its unpacked folder.")
@@ -127,7 +161,10 @@ def import_published_model(source: str | Path) -> TriageModel:
         root = _find_root(base)
         ensemble = []
         for k in range(N_FOLDS):
-            ckpt = Checkpoint(root / f"fold_{k}" / "model")
+            fold = root / f"fold_{k}"
+            for f in sorted(fold.glob("model.*")) if fold.is_dir() else ():
+                _checked(f)
+            ckpt = Checkpoint(fold / "model")
             layers = []
             width = len(FEATURE_NAMES)
             for name, out in zip(LAYERS, (27, 12, 1)):

@@ -20,6 +20,11 @@ Other accepted inputs, converted on reading: ``direct_bilirubin_mg_dl`` (x 17.10
 ``comorbidity_list`` (names such as "diabetes; hypertension", counted, and giving
 ``copd`` / ``malignancy`` when those columns are absent). Column headers are matched
 case-insensitively with punctuation ignored, so "Direct bilirubin (mg/dL)" works.
+
+A value that is possible but implausible, or much more typical in another unit (ldh = 4.5:
+ukat/L?), is used as given, with a warning naming the column, the value and the likely unit;
+the ranges and conversion factors are the table shared with the clinical scores,
+:mod:`pulmo.triage.units`.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import pandas as pd
 
 from pulmo.errors import InputError
 from pulmo.io.cells import missing_cells, normalise_header, parse_binary, parse_numbers
+from pulmo.triage import units
 
 
 @dataclass(frozen=True)
@@ -40,7 +46,10 @@ class Feature:
     """One model input: canonical name, the authors' column name, unit and ranges.
 
     Values outside ``valid`` (inclusive) are impossible and make the row fail;
-    values outside ``plausible`` are accepted with a warning (often a unit mix-up).
+    values outside ``plausible`` are accepted with a warning. For a laboratory value
+    ``plausible`` is the survivable range of :mod:`pulmo.triage.units`, which also decides
+    the unit warnings (a value much more typical in another unit); for age it is the adult
+    range the model was developed on.
     """
 
     name: str
@@ -70,20 +79,18 @@ FEATURES: tuple[Feature, ...] = (
             "count", (0, 9), (0, 9),
             ("number_of_comorbidities", "n_comorbidities", "num_comorbidities", "comorbidity_count")),
     Feature("ldh", "Lactate.dehydrogenase", "Lactate dehydrogenase", "U/L", "continuous",
-            (0, 20000), (30, 5000),
-            ("lactate_dehydrogenase", "ldh_u_l", "lactate_dehydrogenase_u_l"),
-            hint_low="was it given in ukat/L? Use a column named ldh_ukat_l"),
+            (0, 20000), units.plausible_range("ldh"),
+            ("lactate_dehydrogenase", "ldh_u_l", "lactate_dehydrogenase_u_l")),
     Feature("age", "Age", "Age", "years", "continuous", (0, 120), (18, 110),
             ("age_years",), hint_low="the model was developed on adults"),
     Feature("nlr", "NLR", "Neutrophil-to-lymphocyte ratio", "ratio", "continuous",
-            (0, 1000), (0.1, 150), ("neutrophil_lymphocyte_ratio", "neutrophil_to_lymphocyte_ratio")),
+            (0, 1000), units.plausible_range("nlr"),
+            ("neutrophil_lymphocyte_ratio", "neutrophil_to_lymphocyte_ratio")),
     Feature("creatine_kinase", "Creatine.kinase", "Creatine kinase", "U/L", "continuous",
-            (0, 500000), (5, 50000), ("ck", "creatine_kinase_u_l", "ck_u_l", "cpk"),
-            hint_low="was it given in ukat/L? Use a column named creatine_kinase_ukat_l"),
+            (0, 500000), units.plausible_range("creatine_kinase"), ("ck", "creatine_kinase_u_l", "ck_u_l", "cpk")),
     Feature("direct_bilirubin", "Direct.bilirubin", "Direct bilirubin", "umol/L", "continuous",
-            (0, 1000), (0.3, 400),
-            ("dbil", "direct_bilirubin_umol_l", "conjugated_bilirubin", "dbil_umol_l"),
-            hint_low="was it given in mg/dL? Use a column named direct_bilirubin_mg_dl"),
+            (0, 1000), units.plausible_range("direct_bilirubin"),
+            ("dbil", "direct_bilirubin_umol_l", "conjugated_bilirubin", "dbil_umol_l")),
 )
 
 FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES)
@@ -93,14 +100,13 @@ BY_NAME: dict[str, Feature] = {f.name: f for f in FEATURES}
 #: Maximum number of the ten features a row may miss (the paper excluded the rest).
 MAX_MISSING = 3
 
-#: Unit conversions: alternative column -> (feature, factor to the model's unit).
+#: Unit conversions: alternative column -> (feature, factor to the model's unit); the factors
+#: are those of the shared unit table (:mod:`pulmo.triage.units`).
 CONVERSIONS: dict[str, tuple[str, float]] = {
-    "direct_bilirubin_mg_dl": ("direct_bilirubin", 17.104),
-    "dbil_mg_dl": ("direct_bilirubin", 17.104),
-    "ldh_ukat_l": ("ldh", 60.0),
-    "lactate_dehydrogenase_ukat_l": ("ldh", 60.0),
-    "creatine_kinase_ukat_l": ("creatine_kinase", 60.0),
-    "ck_ukat_l": ("creatine_kinase", 60.0),
+    col: (feature, units.to_base_factor(col))
+    for col, feature in (("direct_bilirubin_mg_dl", "direct_bilirubin"), ("dbil_mg_dl", "direct_bilirubin"),
+                         ("ldh_ukat_l", "ldh"), ("lactate_dehydrogenase_ukat_l", "ldh"),
+                         ("creatine_kinase_ukat_l", "creatine_kinase"), ("ck_ukat_l", "creatine_kinase"))
 }
 NEUTROPHIL_COLUMNS = ("neutrophils", "neutrophil_count", "anc", "absolute_neutrophil_count")
 LYMPHOCYTE_COLUMNS = ("lymphocytes", "lymphocyte_count", "alc", "absolute_lymphocyte_count")
@@ -227,6 +233,9 @@ def parse_patients(table: pd.DataFrame, *, require_all_columns: bool = True) -> 
     warnings: list[list[str]] = [[] for _ in range(n)]
     used: set[str] = set()
     sources: dict[str, str] = {}
+    # Per feature, the values as given and in which unit, for the unit checks:
+    # (canonical name of the column's unit in pulmo.triage.units, column header, values as given).
+    given: dict[str, list[tuple[str, str, np.ndarray]]] = {}
 
     def claim(feature: str, col: str) -> None:
         if feature in sources:
@@ -260,6 +269,7 @@ def parse_patients(table: pd.DataFrame, *, require_all_columns: bool = True) -> 
         add_error(bad, lambda i, c=col, s=series: f"row {rows[i]}, column '{c}': "
                   f"{str(s.iloc[i])!r} is not {'0/1 or yes/no' if f.kind == 'binary' else 'a number'}")
         values[:, FEATURE_NAMES.index(feature)] = vals
+        given[feature] = [(feature, str(col), vals)]
 
     # Converted units.
     for key, (feature, factor) in CONVERSIONS.items():
@@ -270,6 +280,7 @@ def parse_patients(table: pd.DataFrame, *, require_all_columns: bool = True) -> 
             add_error(bad, lambda i, c=col: f"row {rows[i]}, column '{c}': "
                       f"{str(table[c].iloc[i])!r} is not a number")
             values[:, FEATURE_NAMES.index(feature)] = vals * factor
+            given[feature] = [(key, str(col), vals)]
 
     # NLR from neutrophil and lymphocyte counts.
     neu = next((norm[k] for k in NEUTROPHIL_COLUMNS if k in norm), None)
@@ -300,6 +311,11 @@ def parse_patients(table: pd.DataFrame, *, require_all_columns: bool = True) -> 
             ratio = np.where((lv > 0) & (nv >= 0), nv / lv, np.nan)
         fill = np.isnan(values[:, j])
         values[fill, j] = ratio[fill]
+        pair_label = f"{neu}/{lym}"
+        pair_hint = {i: units.count_pair_hint(float(nv[i]), float(lv[i])) for i in np.flatnonzero(fill)}
+        given.setdefault("nlr", []).append(("nlr", pair_label, np.where(fill, ratio, np.nan)))
+    else:
+        pair_label, pair_hint = "", {}
 
     # Comorbidity names.
     lst = next((norm[k] for k in COMORBIDITY_LIST_COLUMNS if k in norm), None)
@@ -323,19 +339,36 @@ def parse_patients(table: pd.DataFrame, *, require_all_columns: bool = True) -> 
             "every row, add the column with empty cells."
         )
 
-    # Ranges.
+    # Ranges. Impossible values are errors (with the likely unit, where one makes the value
+    # usual); possible values that are implausible, or much more typical in another unit, are
+    # warnings naming the column as given (pulmo.triage.units); nothing is converted here.
     for j, f in enumerate(FEATURES):
         col = sources.get(f.name, f.name)
         v = values[:, j]
         lo, hi = f.valid
         bad = (v < lo) | (v > hi)
-        add_error(bad, lambda i, v=v, f=f, col=col: f"row {rows[i]}, column '{col}': {f.label} "
-                  f"{v[i]:g} {f.unit} is impossible (allowed {f.valid[0]:g}..{f.valid[1]:g})")
+
+        def impossible(i, v=v, f=f, col=col) -> str:
+            hint = pair_hint.get(i, "") if f.name == "nlr" else ""
+            for key, _, raw in given.get(f.name, []):
+                hint = hint or (units.error_hint(key, float(raw[i])) if np.isfinite(raw[i]) else "")
+            return (f"row {rows[i]}, column '{col}': {f.label} {v[i]:g} {f.unit} is impossible "
+                    f"(allowed {f.valid[0]:g}..{f.valid[1]:g})" + (f"; {hint}" if hint else ""))
+
+        add_error(bad, impossible)
         if f.kind in ("binary", "count"):
             frac = np.isfinite(v) & ~bad & (v != np.round(v))
             add_error(frac, lambda i, v=v, f=f, col=col: f"row {rows[i]}, column '{col}': "
                       f"{f.label} must be a whole number, got {v[i]:g}")
-        plo, phi = f.plausible
+        if units.binding(f.name) is not None and f.name != "age":
+            for key, label, raw in given.get(f.name, []):
+                for i, message in units.check(key, np.where(bad, np.nan, raw), label).items():
+                    if pair_hint.get(i) and label == pair_label:
+                        message = (f"{label} = {raw[i]:g}: unusually {'low' if raw[i] < 1 else 'high'} for an NLR; "
+                                   f"{pair_hint[i]}")
+                    warnings[i].append(message)
+            continue
+        plo, phi = f.plausible  # the adult range of age; binary and count features: their valid range
         low = np.isfinite(v) & ~bad & (v < plo)
         high = np.isfinite(v) & ~bad & (v > phi)
         for i in np.flatnonzero(low):

@@ -17,7 +17,10 @@ Names that do not say their unit where units differ between countries (``urea``,
 Values are returned as float arrays (NaN where missing): booleans as 0/1, ``sex`` as
 1 = male / 0 = female, ``consciousness`` as 0..4 for A, C, V, P, U. Impossible values
 (outside :attr:`Field.valid`) are errors naming the row, the column and, where a unit
-mix-up is likely, the column to use instead.
+mix-up is likely, the column to use instead. Possible values that are implausible, or much
+more typical in another unit (urea_mmol_l = 42: BUN in mg/dL?), are kept as given with a
+warning; the conversion factors, plausible ranges and that rule are those of the table shared
+with the triage model's reader, :mod:`pulmo.triage.units`.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import pandas as pd
 
 from pulmo.errors import InputError
 from pulmo.io.cells import cell_text, missing_cells, normalise_header, parse_binary, parse_numbers
+from pulmo.triage import units
 
 __all__ = ["Field", "Link", "FIELDS", "BY_NAME", "LINKS", "AMBIGUOUS", "ParsedInputs", "FIELD_ALIASES",
            "resolve_name", "suggest_name", "needed_fields", "parse_table", "parse_record",
@@ -43,7 +47,8 @@ class Field:
 
     ``kind`` is ``"number"``, ``"integer"``, ``"bool"``, ``"sex"`` or ``"consciousness"``.
     Values outside ``valid`` (inclusive) are impossible and make the row fail;
-    values outside ``plausible`` are accepted with a warning.
+    values outside ``plausible`` (the adult range of age) are accepted with a warning, as are
+    the unit and plausibility warnings of :mod:`pulmo.triage.units` for measured quantities.
     """
 
     name: str
@@ -122,8 +127,7 @@ FIELDS: tuple[Field, ...] = (
     Field("amt_score", "Abbreviated Mental Test score", "", _INT, (0, 10),
           ("amt", "amts", "abbreviated_mental_test", "abbreviated_mental_test_score")),
     Field("urea_mmol_l", "urea", "mmol/L", _NUM, (0.5, 150),
-          ("urea_mmol", "serum_urea_mmol_l", "urea_mmol_per_l"),
-          plausible=(0.5, 60), hint_implausible="was it BUN in mg/dL? Give that as bun_mg_dl"),
+          ("urea_mmol", "serum_urea_mmol_l", "urea_mmol_per_l")),
     Field("bun_mg_dl", "blood urea nitrogen", "mg/dL", _NUM, (1, 420),
           ("bun", "blood_urea_nitrogen", "blood_urea_nitrogen_mg_dl", "bun_mg")),
     Field("crp_mg_l", "C-reactive protein", "mg/L", _NUM, (0, 1000),
@@ -170,13 +174,19 @@ FIELDS: tuple[Field, ...] = (
 
 BY_NAME: dict[str, Field] = {f.name: f for f in FIELDS}
 
+
+def _link(a: str, b: str, **tolerance: float) -> Link:
+    """A link whose factor and offset come from the shared unit table (:mod:`pulmo.triage.units`)."""
+    return Link(a, b, *units.conversion(a, b), **tolerance)
+
+
 LINKS: tuple[Link, ...] = (
-    Link("urea_mmol_l", "bun_mg_dl", 2.8, tol=1.0, rel=0.03),
-    Link("glucose_mmol_l", "glucose_mg_dl", 18.0, tol=3.0, rel=0.03),
-    Link("temperature_c", "temperature_f", 1.8, 32.0, tol=0.2),
-    Link("crp_mg_dl", "crp_mg_l", 10.0, tol=1.0, rel=0.03),
-    Link("pao2_kpa", "pao2_mmhg", 7.50062, tol=1.0, rel=0.03),
-    Link("hematocrit_fraction", "hematocrit_pct", 100.0, tol=0.5),
+    _link("urea_mmol_l", "bun_mg_dl", tol=1.0, rel=0.03),                # x 2.8
+    _link("glucose_mmol_l", "glucose_mg_dl", tol=3.0, rel=0.03),         # x 18
+    _link("temperature_c", "temperature_f", tol=0.2),                    # x 1.8 + 32
+    _link("crp_mg_dl", "crp_mg_l", tol=1.0, rel=0.03),                   # x 10
+    _link("pao2_kpa", "pao2_mmhg", tol=1.0, rel=0.03),                   # x 7.50062
+    _link("hematocrit_fraction", "hematocrit_pct", tol=0.5),             # x 100
     Link("hypercapnic_respiratory_failure", "spo2_scale", 1.0, 1.0),
 )
 _PARTNERS: dict[str, str] = {**{k.a: k.b for k in LINKS}, **{k.b: k.a for k in LINKS}}
@@ -361,7 +371,8 @@ def parse_table(table: pd.DataFrame, fields: Iterable[str] | None = None, *,
             low, high = vals < lo, vals > hi
 
             def msg(i, c=col, v=vals, f=f, low=low) -> str:
-                hint = f.hint_low if low[i] else f.hint_high
+                # the likely unit with its arithmetic (pulmo.triage.units), else the field's own hint
+                hint = units.error_hint(f.name, float(v[i])) or (f.hint_low if low[i] else f.hint_high)
                 return (f"{_where(labels[i], c)}: {f.label} {_fmt(v[i], f.unit)} is impossible "
                         f"(allowed {f.valid[0]:g} to {_fmt(f.valid[1], f.unit)})" + (f"; {hint}" if hint else ""))
 
@@ -377,6 +388,10 @@ def parse_table(table: pd.DataFrame, fields: Iterable[str] | None = None, *,
             odd = (vals < plo) | (vals > phi)
             add(odd, lambda i, v=vals, f=f: f"{f.label} {_fmt(v[i], f.unit)} is unusual: {f.hint_implausible}",
                 to=warnings)
+        # Values possible but implausible, or much more typical in another unit: a warning, never
+        # a conversion (ranges and units: pulmo.triage.units).
+        for i, message in units.check(name, vals, col).items():
+            warnings[i].append(message)
         values[name] = vals
 
     # One quantity in two units: fill each from the other; where both are given, they must agree.

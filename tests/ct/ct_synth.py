@@ -14,7 +14,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 SPACING = (2.5, 3.0, 3.0)  # z, y, x mm
-SHAPE = (64, 112, 128)
+SHAPE = (72, 112, 128)  # the lungs end above the lowest slice: the bases are in view
 
 
 def phantom(seed: int = 0, consolidation: bool = True, ggo: bool = True, shape=SHAPE, spacing=SPACING):
@@ -51,8 +51,9 @@ def phantom(seed: int = 0, consolidation: bool = True, ggo: bool = True, shape=S
         hu[g] = -550.0
         truth["ggo"] = g
     if consolidation:
-        # a dense "bite" near the lateral border of the left lung (aerated lung on both sides)
-        c = ((x - cx - 105) ** 2 + (y - cy) ** 2 + (z - cz + 10) ** 2) <= 14.0 ** 2
+        # a dense patch near the lateral border of the left lung (aerated lung on both sides), longer
+        # than wide as consolidation is (a round solid ball would be a nodule, pulmo.ct.segment.nodules)
+        c = ((x - cx - 105) / 12.0) ** 2 + ((y - cy) / 34.0) ** 2 + ((z - cz + 10) / 26.0) ** 2 <= 1
         c &= lungs["left"]
         hu[c] = 25.0
         truth["cons"] = c

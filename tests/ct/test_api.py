@@ -24,6 +24,11 @@ def _files_under(path) -> set[str]:
     return {os.path.join(d, f) for d, _, fs in os.walk(path) for f in fs}
 
 
+def _listing(folder) -> list[str]:
+    """The output files of a folder, without Pulmo's hidden bookkeeping (its manifest)."""
+    return sorted(n for n in os.listdir(folder) if not n.startswith("."))
+
+
 def _comparable(d: dict) -> dict:
     return {k: v for k, v in d.items() if k not in ("created", "timings_s")}
 
@@ -49,7 +54,7 @@ def test_to_dict_is_the_cli_results_json(tmp_path, phantom_dicom, analyzed):
     cli = json.loads((analyzed / "results.json").read_text())
     a = analyze(phantom_dicom, CLASSICAL)
     assert _comparable(a.to_dict()) == _comparable(cli)
-    assert a.to_dict()["outputs"] == sorted(os.listdir(analyzed), key=cli["outputs"].index)
+    assert sorted(a.to_dict()["outputs"]) == _listing(analyzed)
 
 
 def test_write_outputs_never_changes_the_analysis(tmp_path, phantom_dicom):
@@ -60,7 +65,7 @@ def test_write_outputs_never_changes_the_analysis(tmp_path, phantom_dicom):
     assert a.to_dict() == before and np.array_equal(a.lungs, lungs)
     on_disk = json.loads((tmp_path / "out" / "results.json").read_text())
     assert on_disk == json.loads(json.dumps(before))  # exactly to_dict(), timings included
-    assert sorted(written.files) == sorted(os.listdir(tmp_path / "out"))
+    assert sorted(written.files) == _listing(tmp_path / "out")
     assert set(written.timings) >= {"masks", "dicom", "report"}
     d = a.to_dict()
     d["warnings"].append({"code": "x"})  # a copy: editing it leaves the analysis alone
@@ -82,7 +87,7 @@ def test_dicom_outputs_skipped_warning_comes_from_the_analysis(tmp_path, phantom
     assert any(w["code"] == "dicom_outputs_skipped" for w in a.warnings)
     assert "seg.dcm" not in a.outputs
     write_outputs(a, tmp_path / "out")
-    assert sorted(os.listdir(tmp_path / "out")) == sorted(a.outputs)
+    assert _listing(tmp_path / "out") == sorted(a.outputs)
 
 
 def test_sources_volume_and_sitk_image(phantom_dicom, phantom_data):
@@ -129,14 +134,14 @@ def test_image_folder_analysis_with_the_shipped_network(tmp_path):
     assert [r.name for r in a.images] == ["a", "colour"] and [r.ok for r in a.images] == [True, False]
     assert a.images[0].analysis.lungs.shape == (1, 128, 128) and "colour" in a.images[1].error
     write_outputs(a, tmp_path / "out")
-    assert sorted(os.listdir(tmp_path / "out")) == sorted(a.outputs)
+    assert _listing(tmp_path / "out") == sorted(a.outputs)
     assert json.loads((tmp_path / "out" / "results.json").read_text()) == json.loads(json.dumps(a.to_dict()))
 
 
 def test_progress_callback_sees_every_stage(phantom_dicom):
     events = []
     analyze(phantom_dicom, CLASSICAL, progress=lambda stage, done: events.append((stage, done)))
-    stages = ["load", "lungs", "regions", "lesions", "quantify"]
+    stages = ["load", "lungs", "lesions", "regions", "quantify"]
     assert events == [(s, d) for s in stages for d in (False, True)]
 
 

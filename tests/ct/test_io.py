@@ -8,7 +8,7 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
-from ct_synth import SPACING, write_series
+from ct_synth import SHAPE, SPACING, write_series
 from pydicom.uid import RLELossless
 
 from pulmo.ct.io import LoadOptions, list_series, load
@@ -119,7 +119,7 @@ def test_zip_ok_and_traversal_refused(tmp_path, phantom_dicom):
     with zipfile.ZipFile(good, "w") as zf:
         for p in sorted(phantom_dicom.iterdir()):
             zf.write(p, f"study/{p.name}")
-    assert load(good).shape[0] == 64
+    assert load(good).shape[0] == SHAPE[0]
     bad = tmp_path / "bad.zip"
     with zipfile.ZipFile(bad, "w") as zf:
         zf.writestr("../../evil.dcm", b"x")
@@ -144,3 +144,92 @@ def test_mr_like_nifti_refused(tmp_path):
     sitk.WriteImage(sitk.GetImageFromArray(arr), str(tmp_path / "mr.nii.gz"))
     with pytest.raises(InputError, match="Hounsfield"):
         load(tmp_path / "mr.nii.gz")
+
+
+# ----------------------------------------------------------------------------- budgets and checks (issue 19)
+
+def _by_position(paths):
+    return sorted(paths, key=lambda p: float(pydicom.dcmread(p, stop_before_pixels=True).ImagePositionPatient[2]))
+
+
+def test_far_slice_splits_the_series_instead_of_interpolating(tmp_path, phantom_data):
+    hu, _ = phantom_data
+    paths = _by_position(write_series(hu[:30], tmp_path / "far"))
+    ds = pydicom.dcmread(paths[-1])
+    ds.ImagePositionPatient = [-190.0, -170.0, 12000.0]
+    ds.save_as(paths[-1], enforce_file_format=True)
+    vol = load(tmp_path / "far")
+    split = [w for w in vol.warnings if w["code"] == "series_split"]
+    assert vol.shape[0] == 29 and split and split[0]["n_left_out"] == 1 and paths[-1].name in split[0]["message"]
+
+
+def test_small_gap_filled_large_gap_split(tmp_path, phantom_data):
+    hu, _ = phantom_data
+    write_series(hu[:40], tmp_path / "g3", drop=(20, 21, 22))  # 3 missing slices of 2.5 mm: filled
+    vol = load(tmp_path / "g3")
+    assert vol.shape[0] == 40 and {w["code"] for w in vol.warnings} == {"missing_slices"}
+    write_series(hu[:40], tmp_path / "g5", drop=(10, 11, 12, 13, 14))  # 12.5 mm missing: split
+    vol = load(tmp_path / "g5")
+    assert vol.shape[0] == 25 and "series_split" in {w["code"] for w in vol.warnings}
+
+
+def test_bad_geometry_names_the_slice(tmp_path, phantom_data):
+    hu, _ = phantom_data
+    paths = _by_position(write_series(hu[:12], tmp_path / "ps"))
+    ds = pydicom.dcmread(paths[4])
+    ds.PixelSpacing = [0, 0]
+    ds.save_as(paths[4], enforce_file_format=True)
+    with pytest.raises(InputError, match=f"PixelSpacing of zero or below: {paths[4].name}") as exc:
+        load(tmp_path / "ps")
+    assert exc.value.code == "bad_geometry"
+
+
+def test_budgets_refuse_before_decoding(tmp_path, phantom_dicom):
+    with pytest.raises(InputError, match="over the limit of 1 million voxels") as exc:
+        load(phantom_dicom, LoadOptions(max_voxels=1_000_000))
+    assert exc.value.code == "image_too_large"
+    with pytest.raises(InputError, match="over the limit of 30 slices"):
+        load(phantom_dicom, LoadOptions(max_slices=30))
+    with pytest.raises(InputError, match="over the limit of 100 mm"):
+        load(phantom_dicom, LoadOptions(max_extent_mm=100))
+
+
+def test_nifti_non_finite_voxels(tmp_path):
+    a = np.full((20, 30, 40), -1000, np.float32)
+    a[5:15, 5:25, 5:35] = 40
+    a[1, 2, 3], a[4, 5, 6] = np.nan, np.inf
+    img = sitk.GetImageFromArray(a)
+    img.SetDirection((-1, 0, 0, 0, 1, 0, 0, 0, 1))
+    sitk.WriteImage(img, str(tmp_path / "few.nii.gz"))
+    vol = load(tmp_path / "few.nii.gz")  # ITK's reader would make them 0 (water): they are air, and said
+    assert [w["n_voxels"] for w in vol.warnings if w["code"] == "non_finite_voxels"] == [2]
+    assert (vol.array == -1024).sum() == 2 and (vol.array == 0).sum() == 0
+    a[:, :10] = np.nan
+    sitk.WriteImage(sitk.GetImageFromArray(a), str(tmp_path / "many.nii.gz"))
+    with pytest.raises(InputError, match="over the limit of 1 %") as exc:
+        load(tmp_path / "many.nii.gz")
+    assert exc.value.code == "non_finite_voxels"
+
+
+def test_zip_bomb_and_special_files(tmp_path):
+    import os
+
+    bomb = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("a.dcm", bytes(64 << 20))
+    with pytest.raises(InputError, match="zip bomb") as exc:
+        load(bomb)
+    assert exc.value.code == "zip_bomb"
+    os.mkfifo(tmp_path / "pipe.nii.gz")
+    with pytest.raises(InputError, match="named pipe") as exc:
+        load(tmp_path / "pipe.nii.gz")
+    assert exc.value.code == "special_file"
+
+
+def test_nifti_gz_beside_a_nii_of_the_same_name_is_refused(tmp_path):
+    """ITK's NIfTI library, given a.nii.gz, reads a.nii when it exists: never analyse the wrong file."""
+    sitk.WriteImage(sitk.GetImageFromArray(np.full((3, 4, 5), -1000, np.int16)), str(tmp_path / "a.nii.gz"))
+    sitk.WriteImage(sitk.GetImageFromArray(np.full((3, 4, 5), 99, np.int16)), str(tmp_path / "a.nii"))
+    with pytest.raises(InputError, match="a.nii lies beside it") as exc:
+        load(tmp_path / "a.nii.gz")
+    assert exc.value.code == "ambiguous_input"

@@ -233,7 +233,7 @@ def test_image_folder_bad_images_listed_the_others_written(tmp_path, capsys):
     assert rc == 1 and "4 of 5 images could not be segmented" in err
     assert "colour.png: a colour image" in err and "deep.png: I;16 (16-bit) image" in err
     assert "flat.png: a blank (uniform) image" in err and "cut.jpg: not a readable image" in err
-    assert sorted(p.name for p in out.iterdir()) == ["a_lesions.png", "a_lungs.png", "results.json", "summary.csv"]
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["a_lesions.png", "a_lungs.png", "results.json", "summary.csv"]
     import csv
 
     rows = {r["name"]: r for r in csv.DictReader(open(out / "summary.csv"))}

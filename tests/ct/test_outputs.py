@@ -135,7 +135,12 @@ def test_dciodvfy(analyzed, name):
 def test_segment_fast_path(tmp_path, phantom_dicom):
     out = tmp_path / "seg"
     assert main(["ct", "segment", str(phantom_dicom), "-o", str(out), "--no-progress"]) == 0
-    assert {p.name for p in out.iterdir()} == {"lungs.nii.gz", "lesions.nii.gz", "regions.nii.gz", "results.json"}
+    names = {p.name for p in out.iterdir()}
+    listed = set(json.loads((out / "results.json").read_text())["outputs"])
+    assert names - {".pulmo-manifest.json"} == listed      # masks and results.json only: no report, no DICOM
+    assert {"lungs.nii.gz", "lesions.nii.gz", "regions.nii.gz", "results.json"} <= listed
+    assert all(n.endswith(".nii.gz") for n in listed - {"results.json"})
+    assert ".pulmo-manifest.json" in names    # what Pulmo wrote here, so that a rerun may replace it
 
 
 @pytest.mark.parametrize("case", ["empty", "mr", "nofile"])
@@ -179,6 +184,10 @@ def test_batch_summary(tmp_path, phantom_data, phantom_dicom):
     assert rows["good"]["status"] == "ok" and rows["bad_mr"]["status"] == "failed"
     assert "MR" in rows["bad_mr"]["error"]
     assert (out / "good" / "lungs.nii.gz").exists() and not (out / "bad_mr").exists()
+    assert rows["good"]["output"] == "good" and rows["bad_mr"]["output"] == ""   # the folder of each case
+    (out / "summary.csv").write_text("my own summary\n")   # a file of the user's: refused before any study
+    assert main(["ct", "segment", str(root), "-o", str(out), "--batch", "--no-progress"]) == 2
+    assert (out / "summary.csv").read_text() == "my own summary\n"
 
 
 def test_json_flag(tmp_path, phantom_dicom, capsys):

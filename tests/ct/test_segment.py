@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from ct_synth import SPACING, dice, phantom
 
-from pulmo.ct.quantify import pan_bin, quantify
+from pulmo.ct.quantify import ScoreParams, pan_bin, quantify
 from pulmo.ct.segment.lesions import LesionParams, segment_lesions
 from pulmo.ct.segment.lungs import segment_lungs
 from pulmo.ct.segment.regions import zones
@@ -94,7 +94,8 @@ def test_quantify_volumes_and_score(seg, phantom_data):
     assert q["severity"]["kind"] == "zone-based" and q["severity"]["max"] == 30
     assert q["severity"]["value"] == sum(r["score"] for r in q["regions"])
     assert sum(q["lungs"]["total"]["hu_histogram"]) == (seg.labels > 0).sum()
-    assert q["pneumonia"]["threshold"] == 10.0 and q["pneumonia"]["flag"] == (q["pneumonia"]["score"] >= 10.0)
+    threshold = ScoreParams().pneumonia_threshold_pct
+    assert q["pneumonia"]["threshold"] == threshold and q["pneumonia"]["flag"] == (q["pneumonia"]["score"] >= threshold)
 
 
 @pytest.mark.parametrize("pct,score", [(0, 0), (3, 1), (5, 2), (25, 2), (30, 3), (50, 4), (75, 4), (80, 5)])

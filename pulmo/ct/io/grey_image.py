@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from pulmo.errors import InputError
+from pulmo.io.limits import check_regular
 
 # Grey-level SD below which an image is refused as blank/uniform.
 MIN_STD = 4.0
@@ -21,9 +22,11 @@ MAX_SIDE = 4096
 def open_bounded_image(path: Path, label: str, what: str = "CT slice"):
     """``PIL.Image.open(path)`` (pixels not decoded yet), refused with :class:`InputError` when it is
     over ``MAX_SIDE`` pixels per side (Pillow's decompression-bomb warning silenced, its error
-    reworded); ``label`` names the file in messages. Other read errors propagate (``OSError``, ...)."""
+    reworded); ``label`` names the file in messages. What is not a regular file (a FIFO, a device)
+    is refused before it is opened. Other read errors propagate (``OSError``, ...)."""
     from PIL import Image
 
+    check_regular(path, label, what="image file")
     try:
         with warnings.catch_warnings():  # DecompressionBombWarning: the size check below says it
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)

@@ -21,6 +21,8 @@ ABNORMAL = CodedConcept("49755003", "SCT", "Morphologically Altered Structure")
 RIGHT_LUNG = CodedConcept("3341006", "SCT", "Right lung")
 LEFT_LUNG = CodedConcept("44029006", "SCT", "Left lung")
 LESION = CodedConcept("52988006", "SCT", "Lesion")
+NODULE = CodedConcept("27925004", "SCT", "Nodule")
+NODULE_LABEL = "nodule / focal opacity"
 VOLUME = CodedConcept("118565006", "SCT", "Volume")
 ML = CodedConcept("ml", "UCUM", "milliliter")
 PERCENT = CodedConcept("%", "UCUM", "percent")
@@ -40,6 +42,8 @@ REGION_SCORE = CodedConcept("PULMO006", "99PULMO", "Region severity score 0-5")
 def _seg_specs(name: str, region_kind: str) -> list[SegmentSpec]:
     if name == "lungs":
         return [SegmentSpec(k, v, ANATOMY, RIGHT_LUNG if k == 1 else LEFT_LUNG) for k, v in LUNG_LABELS.items()]
+    if name == "nodules":
+        return [SegmentSpec(1, NODULE_LABEL, ABNORMAL, NODULE)]
     if name == "regions":
         names = LOBE_LABELS if region_kind == "lobes" else ZONE_LABELS
         return [SegmentSpec(k, v, ANATOMY, RIGHT_LUNG if v.startswith("right") else LEFT_LUNG)
@@ -50,11 +54,14 @@ def _seg_specs(name: str, region_kind: str) -> list[SegmentSpec]:
 SEG_FILE = "seg.dcm"
 
 
-def write_seg(vol, lungs, regions, region_kind, lesions, methods: dict, outdir: Path):
-    """The DICOM SEG (one instance: lungs, regions, lesions); returns ``(paths, segs)`` with
+def write_seg(vol, lungs, regions, region_kind, lesions, methods: dict, outdir: Path, nodules=None):
+    """The DICOM SEG (one instance: lungs, regions, lesions and, when any, one "nodule / focal
+    opacity" segment for every nodule together); returns ``(paths, segs)`` with
     ``segs`` = {map name: (SEG stub, {segment label: segment number})} for the SR."""
+    nodule_map = (nodules > 0).astype(np.uint8) if nodules is not None and nodules.any() else None
     groups = [LabelGroup(name, arr, _seg_specs(name, region_kind), methods.get(name, ""))
-              for name, arr in (("lungs", lungs), ("regions", regions), ("lesions", lesions)) if arr is not None]
+              for name, arr in (("lungs", lungs), ("regions", regions), ("lesions", lesions),
+                                ("nodules", nodule_map)) if arr is not None]
     path = Path(outdir) / SEG_FILE
     written = write_segmentation(vol, groups, path)
     if written is None:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from pulmo import DISCLAIMER
-from pulmo.io.atomic import atomic_path
+from pulmo.io.outputs import write_text
 
 
 def _f(x, nd: int = 3) -> str:
@@ -90,12 +90,12 @@ def render_markdown(report: dict[str, Any]) -> str:
     return "\n".join(out) + "\n"
 
 
-def write_report(report: dict[str, Any], base: str | Path) -> tuple[Path, Path]:
-    """Write ``BASE.json`` and ``BASE.md`` atomically; returns their paths."""
+def write_report(report: dict[str, Any], base: str | Path, **check) -> tuple[Path, Path]:
+    """Write ``BASE.json`` and ``BASE.md`` atomically, never over a file Pulmo did not write unless
+    ``force=True`` (``check``: :func:`pulmo.io.outputs.output_file`); returns their paths."""
     base = Path(base)
     js, md = base.with_name(base.name + ".json"), base.with_name(base.name + ".md")
-    with atomic_path(js) as tmp:
-        tmp.write_text(json.dumps(report, indent=2, allow_nan=False), encoding="utf-8")
-    with atomic_path(md) as tmp:
-        tmp.write_text(render_markdown(report), encoding="utf-8")
+    check.setdefault("what", "training report")
+    write_text(js, json.dumps(report, indent=2, allow_nan=False), **check)
+    write_text(md, render_markdown(report), **check)
     return js, md

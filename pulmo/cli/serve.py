@@ -1,0 +1,165 @@
+"""``pulmo serve`` (the web platform) and ``pulmo worker`` (an analysis worker for it)."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+from pulmo.cli.types import number
+
+ENV = {"admin_password": "PULMO_ADMIN_PASSWORD", "triage_model": "PULMO_TRIAGE_MODEL",
+       "data_dir": "PULMO_DATA_DIR", "database_url": "PULMO_DATABASE_URL"}
+
+
+def _common(p) -> None:
+    p.add_argument("--data-dir", default=None, help="the platform's folder: database, images, results "
+                   f"(default ${ENV['data_dir']} or ./pulmo-data)")
+    p.add_argument("--database-url", default=None, help="postgresql://user:pass@host/db to use PostgreSQL "
+                   f"(default ${ENV['database_url']}, else SQLite in the data folder)")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "serve", help="run the web platform (worklist, viewer, reports, triage calculator)",
+        description="Run the Pulmo web platform on one machine: the web server and analysis workers, SQLite and "
+        "files in the data folder (or PostgreSQL). The first start creates the user 'admin' with the password in "
+        f"${ENV['admin_password']}, or prints a generated one once. A research tool, not a medical device.")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=number(1, 65535, integer=True), default=8000, help="port (default 8000)")
+    _common(p)
+    p.add_argument("--workers", type=number(0, 64, integer=True), default=1,
+                   help="analysis worker processes started beside the server (default 1; 0: run 'pulmo worker')")
+    p.add_argument("--max-upload-mb", type=number(1, 65536), default=2048.0, help="largest upload (default 2048)")
+    p.add_argument("--demo", action="store_true", help="add demo content when the platform is empty: synthetic "
+                   "chest CTs made by Pulmo (marked SYNTHETIC) and made-up patients")
+    p.add_argument("--secure-cookies", action="store_true", help="mark cookies Secure (behind HTTPS)")
+    p.set_defaults(func=_serve)
+    w = subparsers.add_parser("worker", help="run an analysis worker for a platform (another process or machine)",
+                              description="Take queued analyses from the platform's database and run them.")
+    _common(w)
+    w.add_argument("--once", action="store_true", help="stop when the queue is empty")
+    w.set_defaults(func=_worker)
+
+
+def settings_from(args, environ=None):
+    from pulmo.web.settings import Settings
+
+    env = os.environ if environ is None else environ
+    model = env.get(ENV["triage_model"], "").strip()
+    return Settings(data_dir=Path(args.data_dir or env.get(ENV["data_dir"], "") or "pulmo-data"),
+                    database_url=args.database_url or env.get(ENV["database_url"], "").strip() or None,
+                    host=getattr(args, "host", "127.0.0.1"), port=getattr(args, "port", 8000),
+                    workers=getattr(args, "workers", 0), max_upload_mb=getattr(args, "max_upload_mb", 2048.0),
+                    triage_model=Path(model) if model else None,
+                    secure_cookies=getattr(args, "secure_cookies", False))
+
+
+def _supervise(settings, stop: threading.Event) -> list:
+    """Start ``settings.workers`` worker processes; restart one that dies (its job goes back to
+    the queue at once)."""
+    from pulmo.web.db import make_engine, session_factory, transaction
+    from pulmo.web.services import jobs
+    from pulmo.web.worker import worker_process
+
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=worker_process, args=(settings,), daemon=True) for _ in range(settings.workers)]
+    for pr in procs:
+        pr.start()
+    factory = session_factory(make_engine(settings.url))
+
+    def watch():
+        import socket
+
+        while not stop.wait(1.0):
+            for i, pr in enumerate(procs):
+                if not pr.is_alive() and not stop.is_set():
+                    dead = f"{socket.gethostname()}:{pr.pid}"
+                    try:
+                        with transaction(factory) as s:
+                            jobs.requeue_stale(s, settings.job_stale_s, settings.job_max_attempts, (dead,))
+                    except Exception:  # noqa: BLE001 - retried at the next tick
+                        pass
+                    procs[i] = ctx.Process(target=worker_process, args=(settings,), daemon=True)
+                    procs[i].start()
+
+    threading.Thread(target=watch, daemon=True).start()
+    return procs
+
+
+def _serve(args) -> int:
+    import uvicorn
+
+    from pulmo.web.app import create_app
+    from pulmo.web.db import transaction
+    from pulmo.web.services import accounts
+
+    settings = settings_from(args)
+    if settings.triage_model is not None and not settings.triage_model.is_file():
+        print(f"pulmo: error: {ENV['triage_model']}: {settings.triage_model} is not a file", file=sys.stderr)
+        return 2
+    app = create_app(settings)
+    with transaction(app.state.sessions) as s:
+        admin, generated = accounts.bootstrap_admin(s, os.environ.get(ENV["admin_password"], ""))
+        demo_ids = []
+        if args.demo:
+            from pulmo.web.demo import load_demo
+
+            org = accounts.organisation(s, accounts.DEFAULT_ORGANISATION, create=True)
+            print("pulmo: making the demo content (synthetic CTs; about a minute the first time) ...", file=sys.stderr)
+            demo_ids = load_demo(s, app.state.storage, org.id)
+    if demo_ids:
+        from pulmo.web.demo import demo_clinical
+
+        with transaction(app.state.sessions) as s:
+            demo_clinical(s, app, demo_ids)
+    stop = threading.Event()
+    procs = _supervise(settings, stop) if settings.workers else []
+    url = f"http://{settings.host if settings.host not in ('0.0.0.0', '::') else '127.0.0.1'}:{settings.port}/"
+    print(f"Pulmo is running at {url}  (API documentation: {url}api/docs)")
+    if generated:
+        print(f"First start: sign in as 'admin' with the password  {generated}  (shown once; change it, or set "
+              f"{ENV['admin_password']} before the first start).")
+    elif admin is not None:
+        print(f"First start: sign in as 'admin' with the password in {ENV['admin_password']}.")
+    else:
+        print("Sign in with your user name and password.")
+    if demo_ids:
+        print(f"Demo content: {len(demo_ids)} synthetic studies queued for analysis (SYNTHETIC, not patients).")
+    print("Pulmo is a research tool, not a certified medical device. Stop with Ctrl+C.", flush=True)
+    try:
+        uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False)
+    finally:
+        stop.set()
+        for pr in procs:
+            pr.terminate()
+        for pr in procs:
+            pr.join(timeout=10)
+    return 0
+
+
+def _worker(args) -> int:
+    from pulmo.web.db import make_engine, migrate
+    from pulmo.web.worker import run_worker
+
+    settings = settings_from(args)
+    migrate(make_engine(settings.url))
+    run_worker(settings, once=args.once)
+    return 0
+
+
+def _wait_for(url: str, seconds: float = 30.0) -> bool:  # used by tests and scripts
+    import urllib.request
+
+    end = time.time() + seconds
+    while time.time() < end:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return True
+        except OSError:
+            time.sleep(0.2)
+    return False
