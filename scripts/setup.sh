@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # Set up everything Pulmo needs on a fresh Debian machine with Python >= 3.11:
-#   - system packages: R with pROC and survival (reference tests of pulmo.stats),
-#     dicom3tools (dciodvfy, DICOM validation in the CT tests);
+#   - system packages for the tests: R with pROC and survival (reference tests of pulmo.stats),
+#     dicom3tools (dciodvfy, DICOM validation), postgresql (the platform's store is tested on a
+#     real server started on loopback), chromium (end-to-end tests in a real browser, driven by
+#     Playwright without downloading a browser), fonts-noto-cjk (Chinese pages in screenshots),
+#     poppler-utils (PDF reports to PNG);
 #   - a virtual environment in .venv with Pulmo and its test + training extras.
 # Safe to run again: it installs only what is missing.
 # Set PULMO_SKIP_APT=1 to skip the system packages (tests that need them then skip).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-apt_packages=(r-base-core r-cran-proc r-cran-survival dicom3tools)
+apt_packages=(r-base-core r-cran-proc r-cran-survival dicom3tools postgresql chromium fonts-noto-cjk poppler-utils)
 if [ "${PULMO_SKIP_APT:-0}" != "1" ] && command -v apt-get >/dev/null 2>&1; then
   missing=()
   for p in "${apt_packages[@]}"; do
@@ -29,8 +32,13 @@ if [ ! -x .venv/bin/python ]; then
 fi
 . .venv/bin/activate
 python -m pip install -q --upgrade pip >/dev/null
-# torch: the CPU build (training extra only; prediction never imports it).
-python -c "import torch" 2>/dev/null || python -m pip install -q "torch==2.13.0" \
-  || echo "setup: PyTorch could not be installed; training tests will skip."
-python -m pip install -q -e ".[test,train]"
+# PULMO_EXTRAS: the optional parts to install (default "test,train"; empty: what `pulmo` and
+# `pulmo serve` need, nothing more).
+EXTRAS=${PULMO_EXTRAS-test,train}
+if [[ ",$EXTRAS," == *",train,"* ]]; then
+  # torch: the CPU build (training extra only; prediction never imports it).
+  python -c "import torch" 2>/dev/null || python -m pip install -q "torch==2.13.0" \
+    || echo "setup: PyTorch could not be installed; training tests will skip."
+fi
+python -m pip install -q -e ".${EXTRAS:+[$EXTRAS]}"
 echo "setup: done (activate with: . .venv/bin/activate)"

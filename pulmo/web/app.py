@@ -1,0 +1,172 @@
+"""The FastAPI application: state, dependencies (database session, the signed-in user, roles,
+CSRF), error answers, security headers, and the routers of :mod:`pulmo.web.api` and
+:mod:`pulmo.web.pages`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.middleware.gzip import GZipMiddleware
+from sqlalchemy.orm import Session
+
+from pulmo import DISCLAIMER, __version__
+from pulmo.errors import PulmoError
+from pulmo.web.db import make_engine, migrate, session_factory
+from pulmo.web.models import User
+from pulmo.web.services import accounts
+from pulmo.web.services.accounts import AccountError
+from pulmo.web.services.ingest import IngestError
+from pulmo.web.settings import Settings
+from pulmo.web.storage import LocalStorage
+
+log = logging.getLogger("pulmo.web")
+STATIC = Path(__file__).resolve().parent / "static"
+SESSION_COOKIE = "pulmo_session"
+LANG_COOKIE = "pulmo_lang"
+CSRF_HEADER = "x-csrf-token"
+UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
+
+
+@dataclass
+class Principal:
+    """Who is asking: the user, and how (``"token"``: an API bearer token; ``"session"``: the
+    browser's cookie, whose unsafe requests must carry the session's CSRF token)."""
+
+    user: User
+    via: str
+    csrf: str = ""
+    session_token: str = ""
+
+
+def create_app(settings: Settings) -> FastAPI:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.url)
+    migrate(engine)
+    app = FastAPI(title="Pulmo", version=__version__, description=DISCLAIMER, docs_url="/api/docs",
+                  redoc_url=None, openapi_url="/api/openapi.json")
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.sessions = session_factory(engine)
+    app.state.storage = LocalStorage(settings.files_dir)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.add_middleware(GZipMiddleware, minimum_size=2048, compresslevel=1)
+
+    @app.middleware("http")
+    async def limits_and_headers(request: Request, call_next):
+        length = request.headers.get("content-length")
+        limit = int(settings.max_upload_mb * 2**20) + (1 << 20)
+        if length is not None:
+            try:
+                too_big = int(length) > limit
+            except ValueError:
+                return JSONResponse({"detail": "invalid Content-Length"}, status_code=400)
+            if too_big:
+                return JSONResponse({"detail": f"the request is larger than the upload limit of "
+                                               f"{settings.max_upload_mb:.0f} MiB"}, status_code=413)
+        elif request.method in UNSAFE and request.headers.get("transfer-encoding", "").lower() == "chunked":
+            return JSONResponse({"detail": "uploads need a Content-Length"}, status_code=411)
+        response = await call_next(request)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        if not request.url.path.startswith("/api/docs"):
+            response.headers.setdefault(
+                "Content-Security-Policy",
+                "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
+                "object-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
+        return response
+
+    @app.exception_handler(AccountError)
+    async def _account(request, exc: AccountError):
+        return JSONResponse({"detail": str(exc)}, status_code=exc.status)
+
+    @app.exception_handler(IngestError)
+    async def _ingest(request, exc: IngestError):
+        return JSONResponse({"detail": str(exc)}, status_code=exc.status)
+
+    @app.exception_handler(PulmoError)
+    async def _pulmo(request, exc: PulmoError):
+        return JSONResponse({"detail": str(exc)}, status_code=400)
+
+    from pulmo.web.api import register as register_api
+    from pulmo.web.pages import register as register_pages
+
+    register_api(app)
+    register_pages(app)
+    return app
+
+
+# ----------------------------------------------------------------------------- dependencies
+def db(request: Request) -> Iterator[Session]:
+    """A database session for the request, committed when the route returns, rolled back on error."""
+    with request.app.state.sessions() as session:
+        with session.begin():
+            yield session
+
+
+def client_address(request: Request) -> str:
+    return (request.client.host if request.client else "")[:64]
+
+
+def _bearer(request: Request) -> str:
+    auth = request.headers.get("authorization", "")
+    return auth[7:].strip() if auth[:7].lower() == "bearer " else ""
+
+
+async def csrf_sent(request: Request) -> str:
+    """The CSRF token a browser request carries: the ``X-CSRF-Token`` header (scripts) or the
+    ``csrf`` field of a form (pages without scripts)."""
+    sent = request.headers.get(CSRF_HEADER, "")
+    if sent or request.method not in UNSAFE:
+        return sent
+    ctype = request.headers.get("content-type", "")
+    if ctype.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
+        form = await request.form()
+        value = form.get("csrf")
+        return value if isinstance(value, str) else ""
+    return ""
+
+
+def optional_principal(request: Request, sent: str = Depends(csrf_sent),
+                       session: Session = Depends(db, scope="function")) -> Principal | None:
+    token = _bearer(request)
+    if token:
+        user = accounts.token_user(session, token)
+        if user is None:
+            raise HTTPException(401, "the bearer token is invalid, expired or revoked",
+                                headers={"WWW-Authenticate": "Bearer"})
+        return Principal(user, "token")
+    cookie = request.cookies.get(SESSION_COOKIE, "")
+    found = accounts.session_user(session, cookie)
+    if found is None:
+        return None
+    user, ws = found
+    if request.method in UNSAFE:
+        if not sent or sent != ws.csrf:
+            raise HTTPException(403, "missing or wrong CSRF token (reload the page)")
+    return Principal(user, "session", ws.csrf, cookie)
+
+
+def principal(p: Principal | None = Depends(optional_principal)) -> Principal:
+    if p is None:
+        raise HTTPException(401, "sign in first (a bearer token, or the web login)",
+                            headers={"WWW-Authenticate": "Bearer"})
+    return p
+
+
+def require_roles(*roles: str):
+    def check(p: Principal = Depends(principal)) -> Principal:
+        if p.user.role not in roles:
+            raise HTTPException(403, f"this needs the role {' or '.join(roles)}")
+        return p
+    return check
+
+
+def login_redirect(request: Request) -> RedirectResponse:
+    return RedirectResponse(f"/login?next={request.url.path}", status_code=303)

@@ -1,0 +1,61 @@
+"""Slices for the viewer, read from the study's viewer files with memory maps (nothing is decoded
+per request): Hounsfield units as little-endian int16 (window and level are applied in the
+browser, on the real values) and the packed label byte (see
+:data:`pulmo.web.services.analysis.LABEL_BITS`). Axial slices are rows (y, anterior to
+posterior) by columns (x, patient right to left); coronal slices are rows (z, superior first)
+by columns (x)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+from fastapi import HTTPException
+
+from pulmo.web.models import Study
+from pulmo.web.services.analysis import study_prefix
+
+_MAPS: OrderedDict = OrderedDict()
+_LOCK = threading.Lock()
+_KEEP = 16
+AXES = ("axial", "coronal")
+
+
+def _array(path: Path) -> np.ndarray:
+    key = (str(path), path.stat().st_mtime_ns)
+    with _LOCK:
+        arr = _MAPS.pop(key, None)
+        if arr is None:
+            arr = np.load(path, mmap_mode="r")
+        _MAPS[key] = arr
+        while len(_MAPS) > _KEEP:
+            _MAPS.popitem(last=False)
+    return arr
+
+
+def files(storage, study: Study) -> Path:
+    folder = storage.local_path(f"{study_prefix(study)}/viewer/meta.json").parent
+    if study.status not in ("done", "queued", "running") or not (folder / "meta.json").is_file():
+        raise HTTPException(404, "no images to show yet (is the analysis finished?)")
+    return folder
+
+
+def meta(storage, study: Study) -> dict:
+    return json.loads((files(storage, study) / "meta.json").read_text())
+
+
+def slice_bytes(storage, study: Study, kind: str, axis: str, index: int) -> tuple[bytes, int, int]:
+    """``(bytes, rows, columns)`` of one slice; ``kind`` "hu" or "labels"."""
+    if kind not in ("hu", "labels") or axis not in AXES:
+        raise HTTPException(404, "no such slice kind")
+    arr = _array(files(storage, study) / f"{kind}.npy")
+    nz, ny, nx = arr.shape
+    n = nz if axis == "axial" else ny
+    if not 0 <= index < n:
+        raise HTTPException(404, f"slice {index} is outside 0..{n - 1}")
+    sl = arr[index] if axis == "axial" else arr[::-1, index, :]
+    data = np.ascontiguousarray(sl).astype("<i2" if kind == "hu" else np.uint8, copy=False).tobytes()
+    return data, sl.shape[0], sl.shape[1]
