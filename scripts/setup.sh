@@ -5,7 +5,8 @@
 #     real server started on loopback), chromium (end-to-end tests in a real browser, driven by
 #     Playwright without downloading a browser), fonts-noto-cjk (Chinese pages in screenshots),
 #     poppler-utils (PDF reports to PNG);
-#   - a virtual environment in .venv with Pulmo and its test + training extras.
+#   - a virtual environment in .venv with Pulmo and its test + training extras;
+#   - with the test extra and npm: s3rver (a real S3-compatible server for the tests) under .cache/node.
 # Safe to run again: it installs only what is missing.
 # Set PULMO_SKIP_APT=1 to skip the system packages (tests that need them then skip).
 set -euo pipefail
@@ -41,4 +42,9 @@ if [[ ",$EXTRAS," == *",train,"* ]]; then
     || echo "setup: PyTorch could not be installed; training tests will skip."
 fi
 python -m pip install -q -e ".${EXTRAS:+[$EXTRAS]}"
+if [[ ",$EXTRAS," == *",test,"* ]] && command -v npm >/dev/null 2>&1 && [ ! -x .cache/node/node_modules/.bin/s3rver ]; then
+  # s3rver: a real S3-compatible server for the object-storage tests (test tool only, not shipped)
+  npm install --silent --no-audit --no-fund --prefix .cache/node s3rver@3.7.1 >/dev/null 2>&1 \
+    || echo "setup: s3rver could not be installed; object-storage tests will skip."
+fi
 echo "setup: done (activate with: . .venv/bin/activate)"

@@ -12,7 +12,8 @@ from pathlib import Path
 from pulmo.cli.types import number
 
 ENV = {"admin_password": "PULMO_ADMIN_PASSWORD", "triage_model": "PULMO_TRIAGE_MODEL",
-       "data_dir": "PULMO_DATA_DIR", "database_url": "PULMO_DATABASE_URL"}
+       "data_dir": "PULMO_DATA_DIR", "database_url": "PULMO_DATABASE_URL", "storage_url": "PULMO_STORAGE_URL",
+       "s3_endpoint_url": "PULMO_S3_ENDPOINT_URL"}
 
 
 def _common(p) -> None:
@@ -20,6 +21,10 @@ def _common(p) -> None:
                    f"(default ${ENV['data_dir']} or ./pulmo-data)")
     p.add_argument("--database-url", default=None, help="postgresql://user:pass@host/db to use PostgreSQL "
                    f"(default ${ENV['database_url']}, else SQLite in the data folder)")
+    p.add_argument("--storage-url", default=None, help="s3://BUCKET[/PREFIX] to keep images and results in an "
+                   f"S3-compatible object store (default ${ENV['storage_url']}, else files in the data folder; the "
+                   f"endpoint from ${ENV['s3_endpoint_url']}, credentials from AWS_ACCESS_KEY_ID / "
+                   "AWS_SECRET_ACCESS_KEY)")
 
 
 def register(subparsers) -> None:
@@ -52,6 +57,8 @@ def settings_from(args, environ=None):
     model = env.get(ENV["triage_model"], "").strip()
     return Settings(data_dir=Path(args.data_dir or env.get(ENV["data_dir"], "") or "pulmo-data"),
                     database_url=args.database_url or env.get(ENV["database_url"], "").strip() or None,
+                    storage_url=getattr(args, "storage_url", None) or env.get(ENV["storage_url"], "").strip() or None,
+                    s3_endpoint_url=env.get(ENV["s3_endpoint_url"], "").strip() or None,
                     host=getattr(args, "host", "127.0.0.1"), port=getattr(args, "port", 8000),
                     workers=getattr(args, "workers", 0), max_upload_mb=getattr(args, "max_upload_mb", 2048.0),
                     triage_model=Path(model) if model else None,

@@ -9,7 +9,8 @@ from collections import Counter
 
 from pulmo import DISCLAIMER
 from pulmo.errors import InputError
-from pulmo.cli.rows import add_output_options, check_output, report_row_errors, table_text, write_text
+from pulmo.cli.rows import (add_output_options, check_output, report_row_errors, report_row_warnings, table_text,
+                             write_text)
 from pulmo.io.tables import read_table
 from pulmo.triage.scores import SCORE_NAMES, SCORES, resolve_scores, score_patient, score_records
 
@@ -98,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
     n_failed, stop = report_row_errors(result, strict=args.strict)
     if stop:
         return 1
+    report_row_warnings(result)
     text = table_text(result, args.json) + ("\n" if args.json else "")
     write_text(args.output, text, args)
     # valid rows for which no chosen score could be computed

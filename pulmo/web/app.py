@@ -23,7 +23,7 @@ from pulmo.web.services import accounts
 from pulmo.web.services.accounts import AccountError
 from pulmo.web.services.ingest import IngestError
 from pulmo.web.settings import Settings
-from pulmo.web.storage import LocalStorage
+from pulmo.web.storage import StorageError, make_storage
 
 log = logging.getLogger("pulmo.web")
 STATIC = Path(__file__).resolve().parent / "static"
@@ -53,7 +53,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessions = session_factory(engine)
-    app.state.storage = LocalStorage(settings.files_dir)
+    app.state.storage = make_storage(settings)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_middleware(GZipMiddleware, minimum_size=2048, compresslevel=1)
 
@@ -89,6 +89,12 @@ def create_app(settings: Settings) -> FastAPI:
     @app.exception_handler(IngestError)
     async def _ingest(request, exc: IngestError):
         return JSONResponse({"detail": str(exc)}, status_code=exc.status)
+
+    @app.exception_handler(StorageError)
+    async def _storage(request, exc: StorageError):
+        log.error("object store: %s", exc)
+        return JSONResponse({"detail": "the platform's file store is not reachable; try again later"},
+                            status_code=503)
 
     @app.exception_handler(PulmoError)
     async def _pulmo(request, exc: PulmoError):

@@ -19,6 +19,8 @@ class Settings:
     address before further attempts are refused for the rest of the window.
     ``triage_model``: a ``.pulmo-triage`` file to load at start (else an imported one, or the
     classic scores only). ``secure_cookies``: mark cookies Secure (behind HTTPS).
+    ``storage_url``: ``s3://bucket[/prefix]`` to keep images and results in an S3-compatible
+    object store at ``s3_endpoint_url`` (None: files under ``data_dir/files``).
     """
 
     data_dir: Path = field(default_factory=lambda: Path("pulmo-data"))
@@ -35,6 +37,8 @@ class Settings:
     job_max_attempts: int = 3
     triage_model: Path | None = None
     secure_cookies: bool = False
+    storage_url: str | None = None
+    s3_endpoint_url: str | None = None
 
     def __post_init__(self):
         self.data_dir = Path(self.data_dir)

@@ -22,7 +22,7 @@ from pulmo.web.db import make_engine, session_factory, transaction
 from pulmo.web.models import Job, Study
 from pulmo.web.services import analysis, audit, jobs
 from pulmo.web.settings import Settings
-from pulmo.web.storage import LocalStorage
+from pulmo.web.storage import make_storage
 
 log = logging.getLogger("pulmo.worker")
 HEARTBEAT_S = 5.0
@@ -104,7 +104,7 @@ def run_worker(settings: Settings, stop: threading.Event | None = None, once: bo
         logging.getLogger(noisy).setLevel(logging.WARNING)
     engine = make_engine(settings.url)
     factory = session_factory(engine)
-    storage = LocalStorage(settings.files_dir)
+    storage = make_storage(settings)
     name = worker_name()
     stop = stop or threading.Event()
     log.info("worker %s started", name)

@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -67,6 +68,29 @@ class Run:
         assert self.seconds < max_s, f"took {self.seconds:.1f} s (budget {max_s} s)"
 
 
+# The command runs as the child of this small process, which writes the child's peak resident
+# memory (wait4, kB -> MB) to $PULMO_TEST_RSS_FILE and exits with its status. Measured from the
+# test process itself, the peak would include the test process's own memory: on Linux a process
+# started by fork (or vfork) + exec inherits the peak of the process it was forked from.
+_MEASURE = r"""
+import os, subprocess, sys
+p = subprocess.Popen([sys.executable, "-m", "pulmo", *sys.argv[1:]])
+_, status, usage = os.wait4(p.pid, 0)
+with open(os.environ["PULMO_TEST_RSS_FILE"], "w") as fh:
+    fh.write(str(usage.ru_maxrss / 1024))
+code = os.waitstatus_to_exitcode(status)
+sys.exit(code if code >= 0 else 128 - code)
+"""
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as fh:
+            return [int(c) for c in fh.read().split()]
+    except (OSError, ValueError):
+        return []
+
+
 def _rss_mb(pid: int) -> float:
     try:
         with open(f"/proc/{pid}/status") as fh:
@@ -84,15 +108,18 @@ def run(args, cwd: Path | None = None, stdin: bytes | None = None, timeout: floa
     args = [str(a) for a in args]
     full_env = {**os.environ, "PYTHONPATH": str(REPO), "PULMO_CT_MODELS": "none", **(env or {})}
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "pulmo", *args], cwd=cwd, env=full_env,
+    rss_fd, rss_file = tempfile.mkstemp(prefix="pulmo-rss-")
+    os.close(rss_fd)
+    full_env["PULMO_TEST_RSS_FILE"] = rss_file
+    proc = subprocess.Popen([sys.executable, "-c", _MEASURE, *args], cwd=cwd, env=full_env,
                             stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     killed: list[str] = []
     finished = threading.Event()
 
-    def watch():  # never reaps the process (no poll()): os.wait4 below must get its resource usage
+    def watch():
         while not finished.is_set():
-            if _rss_mb(proc.pid) > KILL_RSS_MB:
+            if max([_rss_mb(proc.pid)] + [_rss_mb(c) for c in _children(proc.pid)]) > KILL_RSS_MB:
                 killed.append("memory")
             elif time.perf_counter() - t0 > timeout:
                 killed.append("time")
@@ -121,16 +148,19 @@ def run(args, cwd: Path | None = None, stdin: bytes | None = None, timeout: floa
             proc.stdin.close()
         except BrokenPipeError:
             pass
-    # reap the process ourselves: wait4 gives its peak resident memory (kB) from the kernel
-    _, status, usage = os.wait4(proc.pid, 0)
+    proc.wait()
     finished.set()
-    proc.returncode = os.waitstatus_to_exitcode(status)
     seconds = time.perf_counter() - t0
     for r in readers:
         r.join()
     watcher.join()
+    try:
+        peak_mb = float(Path(rss_file).read_text() or 0.0)
+    except (OSError, ValueError):
+        peak_mb = 0.0
+    Path(rss_file).unlink(missing_ok=True)
     return Run(args, proc.returncode, chunks.get("out", b"").decode("utf-8", "replace"),
-               chunks.get("err", b"").decode("utf-8", "replace"), usage.ru_maxrss / 1024, seconds,
+               chunks.get("err", b"").decode("utf-8", "replace"), peak_mb, seconds,
                killed[0] if killed else None)
 
 

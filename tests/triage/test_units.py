@@ -287,6 +287,7 @@ def test_cli_score_writes_the_warnings(tmp_path):
     assert "glucose_mg_dl = 25: unusually low for mg/dL (mmol/L? 25 mmol/L = 450 mg/dL" in df.loc["mmol", "warnings"]
     assert "crp_mg_dl = 45: unusually high for mg/dL (mg/L? 45 mg/L = 4.5 mg/dL" in df.loc["mgl", "warnings"]
     assert (df["error"] == "").all() and df.loc["bun", "curb65_points"] == 2      # scored as given
+    assert "3 row(s) have values to check" in r.stderr and "urea_mmol_l = 42" in r.stderr
 
 
 def test_cli_predict_writes_and_reports_the_warnings(tmp_path):

@@ -36,11 +36,18 @@ def _array(path: Path) -> np.ndarray:
     return arr
 
 
+VIEWER_FILES = ("meta.json", "hu.npy", "labels.npy")
+
+
 def files(storage, study: Study) -> Path:
-    folder = storage.local_path(f"{study_prefix(study)}/viewer/meta.json").parent
-    if study.status not in ("done", "queued", "running") or not (folder / "meta.json").is_file():
+    """The local folder holding the study's viewer files (with an object store: each file
+    fetched into the local cache, or confirmed there, by :meth:`local_path`)."""
+    prefix = f"{study_prefix(study)}/viewer"
+    paths = [storage.local_path(f"{prefix}/{name}") for name in VIEWER_FILES] \
+        if study.status in ("done", "queued", "running") else []
+    if not paths or not all(p.is_file() for p in paths):
         raise HTTPException(404, "no images to show yet (is the analysis finished?)")
-    return folder
+    return paths[0].parent
 
 
 def meta(storage, study: Study) -> dict:
