@@ -13,7 +13,9 @@ from pulmo.cli.types import number
 
 ENV = {"admin_password": "PULMO_ADMIN_PASSWORD", "triage_model": "PULMO_TRIAGE_MODEL",
        "data_dir": "PULMO_DATA_DIR", "database_url": "PULMO_DATABASE_URL", "storage_url": "PULMO_STORAGE_URL",
-       "s3_endpoint_url": "PULMO_S3_ENDPOINT_URL"}
+       "s3_endpoint_url": "PULMO_S3_ENDPOINT_URL", "task_queue": "PULMO_TASK_QUEUE",
+       "job_stale_s": "PULMO_JOB_STALE_S", "queue_stalled_s": "PULMO_QUEUE_STALLED_S",
+       "queue_heartbeat_s": "PULMO_QUEUE_HEARTBEAT_S"}
 
 
 def _common(p) -> None:
@@ -25,6 +27,10 @@ def _common(p) -> None:
                    f"S3-compatible object store (default ${ENV['storage_url']}, else files in the data folder; the "
                    f"endpoint from ${ENV['s3_endpoint_url']}, credentials from AWS_ACCESS_KEY_ID / "
                    "AWS_SECRET_ACCESS_KEY)")
+    p.add_argument("--task-queue", choices=("database", "procrastinate"), default=None,
+                   help="where analyses wait: 'database' (this installation's own queue, the default) or "
+                        "'procrastinate' (PostgreSQL: workers on any number of machines; default "
+                        f"${ENV['task_queue']})")
 
 
 def register(subparsers) -> None:
@@ -59,10 +65,32 @@ def settings_from(args, environ=None):
                     database_url=args.database_url or env.get(ENV["database_url"], "").strip() or None,
                     storage_url=getattr(args, "storage_url", None) or env.get(ENV["storage_url"], "").strip() or None,
                     s3_endpoint_url=env.get(ENV["s3_endpoint_url"], "").strip() or None,
+                    task_queue=getattr(args, "task_queue", None) or env.get(ENV["task_queue"], "").strip() or "database",
+                    **_tuning(env),
                     host=getattr(args, "host", "127.0.0.1"), port=getattr(args, "port", 8000),
                     workers=getattr(args, "workers", 0), max_upload_mb=getattr(args, "max_upload_mb", 2048.0),
                     triage_model=Path(model) if model else None,
                     secure_cookies=getattr(args, "secure_cookies", False))
+
+
+def _tuning(env) -> dict:
+    """Timing settings from the environment (seconds; for tests and unusual deployments)."""
+    from pulmo.errors import InputError
+
+    out = {}
+    for key in ("job_stale_s", "queue_stalled_s", "queue_heartbeat_s"):
+        raw = env.get(ENV[key], "").strip()
+        if raw:
+            try:
+                value = float(raw)
+            except ValueError:
+                value = float("nan")
+            if not 0.5 <= value <= 86400:
+                raise InputError(f"{ENV[key]}={raw!r}: expected seconds between 0.5 and 86400")
+            out[key] = value
+    if env.get(ENV["task_queue"], "").strip() not in ("", "database", "procrastinate"):
+        raise InputError(f"{ENV['task_queue']}: expected 'database' or 'procrastinate'")
+    return out
 
 
 def _supervise(settings, stop: threading.Event) -> list:
@@ -154,6 +182,12 @@ def _worker(args) -> int:
 
     settings = settings_from(args)
     migrate(make_engine(settings.url))
+    if settings.task_queue == "procrastinate":
+        from pulmo.web import task_queue
+
+        task_queue.conninfo(settings.url)  # PostgreSQL, or a clear error
+        task_queue.run_worker(settings)
+        return 0
     run_worker(settings, once=args.once)
     return 0
 

@@ -52,7 +52,14 @@ def create_app(settings: Settings) -> FastAPI:
                   redoc_url=None, openapi_url="/api/openapi.json")
     app.state.settings = settings
     app.state.engine = engine
-    app.state.sessions = session_factory(engine)
+    dispatcher = None
+    if settings.task_queue == "procrastinate":  # jobs go to workers on any machine, after each commit
+        from pulmo.web import task_queue
+
+        task_queue.ensure_schema(settings, engine)
+        dispatcher = task_queue.Dispatcher(settings)
+    app.state.dispatcher = dispatcher
+    app.state.sessions = session_factory(engine, on_new_jobs=dispatcher)
     app.state.storage = make_storage(settings)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_middleware(GZipMiddleware, minimum_size=2048, compresslevel=1)

@@ -52,8 +52,25 @@ def migrate(engine: Engine) -> None:
         command.upgrade(cfg, "head")
 
 
-def session_factory(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(engine, expire_on_commit=False)
+#: ``session.info`` key under which :func:`pulmo.web.services.jobs.enqueue` lists the jobs it added.
+NEW_JOBS = "pulmo_new_jobs"
+
+
+def session_factory(engine: Engine, on_new_jobs=None) -> sessionmaker[Session]:
+    """Sessions on ``engine``. ``on_new_jobs(job_ids)``: called after a commit that queued jobs
+    (the distributed task queue hands them to its workers then, never before they exist)."""
+    factory = sessionmaker(engine, expire_on_commit=False)
+    if on_new_jobs is not None:
+        @event.listens_for(factory, "after_commit")
+        def _committed(session):
+            ids = session.info.pop(NEW_JOBS, None)
+            if ids:
+                on_new_jobs(list(ids))
+
+        @event.listens_for(factory, "after_rollback")
+        def _rolled_back(session):
+            session.info.pop(NEW_JOBS, None)
+    return factory
 
 
 @contextmanager

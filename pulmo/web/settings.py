@@ -21,6 +21,10 @@ class Settings:
     classic scores only). ``secure_cookies``: mark cookies Secure (behind HTTPS).
     ``storage_url``: ``s3://bucket[/prefix]`` to keep images and results in an S3-compatible
     object store at ``s3_endpoint_url`` (None: files under ``data_dir/files``).
+    ``task_queue``: ``"database"`` (one installation's queue in its database, the default) or
+    ``"procrastinate"`` (PostgreSQL only: workers on any machine, :mod:`pulmo.web.task_queue`);
+    ``queue_heartbeat_s`` / ``queue_stalled_s``: its workers' heartbeat, and the silence after
+    which a worker counts as dead and its job is retried. ``job_stale_s``: the same for a job row.
     """
 
     data_dir: Path = field(default_factory=lambda: Path("pulmo-data"))
@@ -39,6 +43,9 @@ class Settings:
     secure_cookies: bool = False
     storage_url: str | None = None
     s3_endpoint_url: str | None = None
+    task_queue: str = "database"
+    queue_heartbeat_s: float = 5.0
+    queue_stalled_s: float = 20.0
 
     def __post_init__(self):
         self.data_dir = Path(self.data_dir)

@@ -33,8 +33,13 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _beat(factory, job_id: int, name: str, stop: threading.Event) -> None:
-    while not stop.wait(HEARTBEAT_S):
+def beat_interval(settings: Settings) -> float:
+    """Seconds between a running job's heartbeats: a quarter of the staleness limit, at most 5 s."""
+    return min(HEARTBEAT_S, settings.job_stale_s / 4)
+
+
+def _beat(factory, job_id: int, name: str, stop: threading.Event, every_s: float = HEARTBEAT_S) -> None:
+    while not stop.wait(every_s):
         try:
             with transaction(factory) as s:
                 if not jobs.heartbeat(s, job_id, name):
@@ -51,8 +56,15 @@ def run_one(factory, storage, settings: Settings, name: str) -> bool:
         if job is None:
             return False
         job_id, study_id = job.id, job.study_id
+    run_job(factory, storage, job_id, study_id, name, beat_interval(settings))
+    return True
+
+
+def run_job(factory, storage, job_id: int, study_id: int, name: str, beat_s: float = HEARTBEAT_S) -> None:
+    """Run job ``job_id`` (analysis of ``study_id``), already claimed by worker ``name``: beat its
+    heartbeat, save the result (only while the job is still this worker's), or record the failure."""
     stop = threading.Event()
-    beat = threading.Thread(target=_beat, args=(factory, job_id, name, stop), daemon=True)
+    beat = threading.Thread(target=_beat, args=(factory, job_id, name, stop, beat_s), daemon=True)
     beat.start()
     error = ""
     try:
@@ -90,7 +102,6 @@ def run_one(factory, storage, settings: Settings, name: str) -> bool:
                 study.status, study.error = "failed", error
                 audit.record(s, "study.failed", None, "study", study_id, detail={"error": error[:500]},
                              organisation_id=study.organisation_id)
-    return True
 
 
 class _Lost(Exception):
@@ -129,7 +140,12 @@ def worker_process(settings: Settings) -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    run_worker(settings, stop)
+    if settings.task_queue == "procrastinate":
+        from pulmo.web import task_queue
+
+        task_queue.run_worker(settings, stop)
+    else:
+        run_worker(settings, stop)
 
 
 def job_summary(session) -> dict:

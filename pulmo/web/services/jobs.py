@@ -15,6 +15,7 @@ import datetime as dt
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
+from pulmo.web.db import NEW_JOBS
 from pulmo.web.models import Job, Study, utcnow
 
 
@@ -28,22 +29,39 @@ def enqueue(session: Session, study: Study) -> Job | None:
     session.add(job)
     study.status = "queued" if study.status != "running" else study.status
     session.flush()
+    session.info.setdefault(NEW_JOBS, []).append(job.id)   # handed to a task queue after the commit
     return job
+
+
+def claim_job(session: Session, job_id: int, worker: str) -> Job | None:
+    """Job ``job_id`` made ``running`` for ``worker`` if it is still queued, else None (another
+    worker has it, or it ended): however often a task queue delivers a job, one run wins."""
+    now = utcnow()
+    won = session.execute(update(Job).where(Job.id == job_id, Job.state == "queued").values(
+        state="running", worker=worker, started_at=now, heartbeat_at=now, attempts=Job.attempts + 1)
+        .execution_options(synchronize_session=False)).rowcount
+    if not won:
+        return None
+    job = session.get(Job, job_id, populate_existing=True)
+    session.execute(update(Study).where(Study.id == job.study_id).values(status="running", error=""))
+    return job
+
+
+def queued_ids(session: Session, older_than_s: float = 0.0, limit: int = 1000) -> list[int]:
+    """Ids of queued jobs created at least ``older_than_s`` seconds ago, oldest first."""
+    limit_at = utcnow() - dt.timedelta(seconds=older_than_s)
+    return list(session.execute(select(Job.id).where(Job.state == "queued", Job.created_at <= limit_at)
+                                .order_by(Job.created_at, Job.id).limit(limit)).scalars())
 
 
 def claim(session: Session, worker: str) -> Job | None:
     """The oldest queued job, now ``running`` for ``worker``; None when the queue is empty."""
-    now = utcnow()
     candidates = select(Job.id).where(Job.state == "queued").order_by(Job.created_at, Job.id).limit(5)
     if session.bind.dialect.name == "postgresql":
         candidates = candidates.with_for_update(skip_locked=True)
     for (job_id,) in session.execute(candidates).all():
-        won = session.execute(update(Job).where(Job.id == job_id, Job.state == "queued").values(
-            state="running", worker=worker, started_at=now, heartbeat_at=now, attempts=Job.attempts + 1)
-            .execution_options(synchronize_session=False)).rowcount
-        if won:
-            job = session.get(Job, job_id, populate_existing=True)
-            session.execute(update(Study).where(Study.id == job.study_id).values(status="running", error=""))
+        job = claim_job(session, job_id, worker)
+        if job is not None:
             return job
     return None
 
