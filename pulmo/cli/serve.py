@@ -54,6 +54,18 @@ def register(subparsers) -> None:
     _common(w)
     w.add_argument("--once", action="store_true", help="stop when the queue is empty")
     w.set_defaults(func=_worker)
+    b = subparsers.add_parser("backup", help="back up a single-machine platform (database and files) to one file",
+                              description="Write a consistent backup of the platform's data folder (SQLite database "
+                              "and files) while it runs. PostgreSQL and object stores: see docs/deployment.md.")
+    b.add_argument("-o", "--output", required=True, help="the backup file to write (.tar)")
+    b.add_argument("--data-dir", default=None, help=f"the platform's folder (default ${ENV['data_dir']} or ./pulmo-data)")
+    b.set_defaults(func=_backup)
+    r = subparsers.add_parser("restore", help="restore a backup into a new data folder",
+                              description="Unpack a backup made by 'pulmo backup' into an empty folder and upgrade its "
+                              "schema to this version; then start 'pulmo serve --data-dir' on it.")
+    r.add_argument("backup", help="the backup file")
+    r.add_argument("--data-dir", required=True, help="the new data folder (absent or empty)")
+    r.set_defaults(func=_restore)
 
 
 def settings_from(args, environ=None):
@@ -61,8 +73,8 @@ def settings_from(args, environ=None):
 
     env = os.environ if environ is None else environ
     model = env.get(ENV["triage_model"], "").strip()
-    return Settings(data_dir=Path(args.data_dir or env.get(ENV["data_dir"], "") or "pulmo-data"),
-                    database_url=args.database_url or env.get(ENV["database_url"], "").strip() or None,
+    return Settings(data_dir=Path(getattr(args, "data_dir", None) or env.get(ENV["data_dir"], "") or "pulmo-data"),
+                    database_url=getattr(args, "database_url", None) or env.get(ENV["database_url"], "").strip() or None,
                     storage_url=getattr(args, "storage_url", None) or env.get(ENV["storage_url"], "").strip() or None,
                     s3_endpoint_url=env.get(ENV["s3_endpoint_url"], "").strip() or None,
                     task_queue=getattr(args, "task_queue", None) or env.get(ENV["task_queue"], "").strip() or "database",
@@ -173,6 +185,24 @@ def _serve(args) -> int:
             pr.terminate()
         for pr in procs:
             pr.join(timeout=10)
+    return 0
+
+
+def _backup(args) -> int:
+    from pulmo.web.backup import backup
+
+    settings = settings_from(args)
+    m = backup(settings, Path(args.output))
+    print(f"backup written: {args.output} ({m['studies']} studies, {m['files']} files, schema {m['schema_revision']})")
+    return 0
+
+
+def _restore(args) -> int:
+    from pulmo.web.backup import restore
+
+    m = restore(Path(args.backup), Path(args.data_dir))
+    print(f"restored into {args.data_dir}: {m['studies']} studies, {m['files']} files (backup of Pulmo "
+          f"{m['pulmo_version']}); start it with: pulmo serve --data-dir {args.data_dir}")
     return 0
 
 
