@@ -77,6 +77,13 @@ def default_threads(busy: int = 0) -> int:
     return max(1, cpus - busy)
 
 
+def execution_providers(ort) -> list[str]:
+    """onnxruntime's execution providers, best first: CUDA when the installed onnxruntime has it
+    (the ``onnxruntime-gpu`` package on a machine with an NVIDIA GPU: a GPU worker), then the CPU."""
+    available = set(ort.get_available_providers())
+    return [p for p in ("CUDAExecutionProvider",) if p in available] + ["CPUExecutionProvider"]
+
+
 class Segmenter:
     """The lung + lesion network, loaded once and applied to stacks of axial slices."""
 
@@ -94,7 +101,7 @@ class Segmenter:
         opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         try:
-            self.session = ort.InferenceSession(str(self.path), sess_options=opts, providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(str(self.path), sess_options=opts, providers=execution_providers(ort))
         except Exception as exc:  # noqa: BLE001 - any load failure is a model problem
             raise ModelError(f"{self.path.name}: not a loadable ONNX model ({type(exc).__name__}: {exc})") from exc
         meta = dict(self.session.get_modelmeta().custom_metadata_map)

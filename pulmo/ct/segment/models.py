@@ -57,7 +57,9 @@ class OnnxSegmentationModel:
         try:
             opts = ort.SessionOptions()
             opts.intra_op_num_threads = 2
-            self.session = ort.InferenceSession(str(self.path), sess_options=opts, providers=["CPUExecutionProvider"])
+            from pulmo.ct.models.runtime import execution_providers
+
+            self.session = ort.InferenceSession(str(self.path), sess_options=opts, providers=execution_providers(ort))
         except Exception as exc:  # noqa: BLE001
             raise ModelError(f"{self.path.name}: not a loadable ONNX model ({exc})") from exc
         meta = self.session.get_modelmeta().custom_metadata_map
