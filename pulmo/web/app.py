@@ -44,6 +44,43 @@ class Principal:
     session_token: str = ""
 
 
+class ChunkedBodyLimit:
+    """ASGI middleware: a request body sent without Content-Length (chunked, as DICOMweb clients
+    stream STOW-RS) is counted while it is read; past ``limit`` bytes the route sees the client
+    gone and the answer is 413 (a body with Content-Length is checked before it is read)."""
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or any(k == b"content-length" for k, _ in scope["headers"]):
+            return await self.app(scope, receive, send)
+        seen, over = 0, False
+
+        async def counted():
+            nonlocal seen, over
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    over = True
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def unless_over(message):
+            if not over:
+                await send(message)
+
+        try:
+            await self.app(scope, counted, unless_over)
+        except Exception:
+            if not over:
+                raise
+        if over:
+            await JSONResponse({"detail": f"the request is larger than the upload limit of "
+                                          f"{self.limit // 2**20 - 1} MiB"}, status_code=413)(scope, receive, send)
+
+
 def create_app(settings: Settings) -> FastAPI:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.url)
@@ -63,6 +100,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.storage = make_storage(settings)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_middleware(GZipMiddleware, minimum_size=2048, compresslevel=1)
+    app.add_middleware(ChunkedBodyLimit, limit=int(settings.max_upload_mb * 2**20) + (1 << 20))
 
     @app.middleware("http")
     async def limits_and_headers(request: Request, call_next):
@@ -76,8 +114,6 @@ def create_app(settings: Settings) -> FastAPI:
             if too_big:
                 return JSONResponse({"detail": f"the request is larger than the upload limit of "
                                                f"{settings.max_upload_mb:.0f} MiB"}, status_code=413)
-        elif request.method in UNSAFE and request.headers.get("transfer-encoding", "").lower() == "chunked":
-            return JSONResponse({"detail": "uploads need a Content-Length"}, status_code=411)
         response = await call_next(request)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("X-Frame-Options", "DENY")

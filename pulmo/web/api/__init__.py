@@ -8,7 +8,7 @@ import importlib
 from fastapi import FastAPI
 
 ROUTERS = ("auth", "users", "studies", "viewer", "triage", "reports", "consultation", "share_links", "audit",
-           "admin", "study_images")
+           "admin", "study_images", "dicomweb")
 
 
 def register(app: FastAPI) -> None:
