@@ -11,7 +11,7 @@ from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from pulmo.errors import InputError
+from pulmo.errors import InputError, PulmoError
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -45,11 +45,22 @@ def migrate(engine: Engine) -> None:
     from alembic import command
     from alembic.config import Config
 
+    from sqlalchemy.exc import OperationalError
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
+    try:
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+    except OperationalError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        raise DatabaseUnavailable(f"cannot reach the database ({engine.url.render_as_string(hide_password=True)}): "
+                                  f"{reason}") from None
+
+
+class DatabaseUnavailable(PulmoError):
+    """The database cannot be reached (down, wrong address or credentials)."""
 
 
 #: ``session.info`` key under which :func:`pulmo.web.services.jobs.enqueue` lists the jobs it added.

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from sqlalchemy import text
 
@@ -165,22 +166,44 @@ def run_worker(settings: Settings, stop: threading.Event | None = None) -> None:
     ensure_schema(settings, engine)
     app = make_app(settings, session_factory(engine), make_storage(settings))
 
+    stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        import signal
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+
     async def main():
         async with app.open_async():
             worker = asyncio.create_task(app.run_worker_async(
                 queues=[ANALYSIS_QUEUE, MAINTENANCE_QUEUE], concurrency=1,
                 update_heartbeat_interval=settings.queue_heartbeat_s,
-                stalled_worker_timeout=settings.queue_stalled_s, install_signal_handlers=stop is None))
-            if stop is not None:
-                while not stop.is_set() and not worker.done():
-                    await asyncio.sleep(0.2)
+                stalled_worker_timeout=settings.queue_stalled_s, install_signal_handlers=False))
+            while not stop.is_set() and not worker.done():
+                await asyncio.sleep(0.2)
+            if not worker.done():
                 worker.cancel()
             try:
                 await worker
             except asyncio.CancelledError:
                 pass
 
+    # the database going away ends procrastinate's worker: start it again (backing off) until
+    # asked to stop, so that a worker outlives a database restart
+    pause = 1.0
     try:
-        asyncio.run(main())
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                asyncio.run(main())
+            except Exception as exc:  # noqa: BLE001 - logged, retried
+                log.warning("task queue worker stopped (%s: %s); starting again in %.0f s", type(exc).__name__,
+                            str(exc)[:200], pause)
+            if stop.is_set():
+                break
+            if time.monotonic() - started > 60:
+                pause = 1.0
+            stop.wait(pause)
+            pause = min(pause * 2, 30.0)
     finally:
         engine.dispose()
