@@ -4,7 +4,7 @@
 #     dicom3tools (dciodvfy, DICOM validation), postgresql (the platform's store is tested on a
 #     real server started on loopback), chromium (end-to-end tests in a real browser, driven by
 #     Playwright without downloading a browser), fonts-noto-cjk (Chinese pages in screenshots),
-#     poppler-utils (PDF reports to PNG);
+#     poppler-utils (PDF reports to PNG), orthanc + orthanc-dicomweb (the PACS peer of the DICOM tests);
 #   - a virtual environment in .venv with Pulmo and its test + training extras;
 #   - with the test extra and npm: s3rver (a real S3-compatible server for the tests) under .cache/node.
 # Safe to run again: it installs only what is missing.
@@ -12,7 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-apt_packages=(r-base-core r-cran-proc r-cran-survival dicom3tools postgresql chromium fonts-noto-cjk poppler-utils)
+apt_packages=(r-base-core r-cran-proc r-cran-survival dicom3tools postgresql chromium fonts-noto-cjk poppler-utils orthanc orthanc-dicomweb)
 if [ "${PULMO_SKIP_APT:-0}" != "1" ] && command -v apt-get >/dev/null 2>&1; then
   missing=()
   for p in "${apt_packages[@]}"; do

@@ -15,7 +15,9 @@ ENV = {"admin_password": "PULMO_ADMIN_PASSWORD", "triage_model": "PULMO_TRIAGE_M
        "data_dir": "PULMO_DATA_DIR", "database_url": "PULMO_DATABASE_URL", "storage_url": "PULMO_STORAGE_URL",
        "s3_endpoint_url": "PULMO_S3_ENDPOINT_URL", "task_queue": "PULMO_TASK_QUEUE",
        "job_stale_s": "PULMO_JOB_STALE_S", "queue_stalled_s": "PULMO_QUEUE_STALLED_S",
-       "queue_heartbeat_s": "PULMO_QUEUE_HEARTBEAT_S"}
+       "queue_heartbeat_s": "PULMO_QUEUE_HEARTBEAT_S", "dicom_port": "PULMO_DICOM_PORT",
+       "dicom_ae_title": "PULMO_DICOM_AE_TITLE", "dicom_quiet_s": "PULMO_DICOM_QUIET_S",
+       "delivery_retry_s": "PULMO_DELIVERY_RETRY_S"}
 
 
 def _common(p) -> None:
@@ -48,6 +50,14 @@ def register(subparsers) -> None:
     p.add_argument("--demo", action="store_true", help="add demo content when the platform is empty: synthetic "
                    "chest CTs made by Pulmo (marked SYNTHETIC) and made-up patients")
     p.add_argument("--secure-cookies", action="store_true", help="mark cookies Secure (behind HTTPS)")
+    p.add_argument("--dicom-port", type=number(1, 65535, integer=True), default=None,
+                   help="also run a DICOM Storage SCP on this port (same --host) for PACS and modalities registered "
+                        f"as sources (POST /api/dicom-nodes; default ${ENV['dicom_port']}, else none)")
+    p.add_argument("--dicom-ae-title", default=None, help="the Storage SCP's AE title (default "
+                   f"${ENV['dicom_ae_title']} or PULMO; also the calling AE title of result deliveries)")
+    p.add_argument("--dicom-quiet-s", type=number(0.5, 86400), default=None,
+                   help="a study received over the network is complete, and analysed, this many seconds after its "
+                        f"last instance (default ${ENV['dicom_quiet_s']} or 10)")
     p.set_defaults(func=_serve)
     w = subparsers.add_parser("worker", help="run an analysis worker for a platform (another process or machine)",
                               description="Take queued analyses from the platform's database and run them.")
@@ -82,7 +92,33 @@ def settings_from(args, environ=None):
                     host=getattr(args, "host", "127.0.0.1"), port=getattr(args, "port", 8000),
                     workers=getattr(args, "workers", 0), max_upload_mb=getattr(args, "max_upload_mb", 2048.0),
                     triage_model=Path(model) if model else None,
-                    secure_cookies=getattr(args, "secure_cookies", False))
+                    secure_cookies=getattr(args, "secure_cookies", False), **_dicom(args, env))
+
+
+def _dicom(args, env) -> dict:
+    """The DICOM listener's settings from the command line, else the environment."""
+    from pulmo.errors import InputError
+    from pulmo.web.services.dicom_nodes import NodeError, check_ae_title
+
+    out = {}
+    port = getattr(args, "dicom_port", None)
+    raw = env.get(ENV["dicom_port"], "").strip()
+    if port is None and raw:
+        if not raw.isdigit() or not 1 <= int(raw) <= 65535:
+            raise InputError(f"{ENV['dicom_port']}={raw!r}: expected a port from 1 to 65535")
+        port = int(raw)
+    if port is not None:
+        out["dicom_port"] = int(port)
+    title = getattr(args, "dicom_ae_title", None) or env.get(ENV["dicom_ae_title"], "").strip()
+    if title:
+        try:
+            out["dicom_ae_title"] = check_ae_title(title)
+        except NodeError as exc:
+            raise InputError(f"--dicom-ae-title: {exc}") from None
+    quiet = getattr(args, "dicom_quiet_s", None)
+    if quiet is not None:
+        out["dicom_quiet_s"] = float(quiet)
+    return out
 
 
 def _tuning(env) -> dict:
@@ -90,7 +126,7 @@ def _tuning(env) -> dict:
     from pulmo.errors import InputError
 
     out = {}
-    for key in ("job_stale_s", "queue_stalled_s", "queue_heartbeat_s"):
+    for key in ("job_stale_s", "queue_stalled_s", "queue_heartbeat_s", "dicom_quiet_s", "delivery_retry_s"):
         raw = env.get(ENV[key], "").strip()
         if raw:
             try:
@@ -165,6 +201,10 @@ def _serve(args) -> int:
             demo_clinical(s, app, demo_ids)
     stop = threading.Event()
     procs = _supervise(settings, stop) if settings.workers else []
+    dicom = _start_dicom(settings, stop) if settings.dicom_port else []
+    from pulmo.web.services.deliveries import Sender
+
+    Sender(settings, app.state.sessions, app.state.storage, stop).start()   # results out to DICOM destinations
     url = f"http://{settings.host if settings.host not in ('0.0.0.0', '::') else '127.0.0.1'}:{settings.port}/"
     print(f"Pulmo is running at {url}  (API documentation: {url}api/docs)")
     if generated:
@@ -174,6 +214,10 @@ def _serve(args) -> int:
         print(f"First start: sign in as 'admin' with the password in {ENV['admin_password']}.")
     else:
         print("Sign in with your user name and password.")
+    if settings.dicom_port:
+        print(f"DICOM Storage SCP: AE title {settings.dicom_ae_title} on {settings.host}:{settings.dicom_port} "
+              f"(sources registered with POST /api/dicom-nodes; a study is analysed {settings.dicom_quiet_s:g} s after "
+              "its last instance)")
     if demo_ids:
         print(f"Demo content: {len(demo_ids)} synthetic studies queued for analysis (SYNTHETIC, not patients).")
     print("Pulmo is a research tool, not a certified medical device. Stop with Ctrl+C.", flush=True)
@@ -181,11 +225,41 @@ def _serve(args) -> int:
         uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False)
     finally:
         stop.set()
-        for pr in procs:
+        for pr in procs + dicom:
             pr.terminate()
-        for pr in procs:
+        for pr in procs + dicom:
             pr.join(timeout=10)
     return 0
+
+
+def _start_dicom(settings, stop: threading.Event) -> list:
+    """The DICOM listener in a process of its own (restarted if it dies); its spool keeps what it
+    acknowledged, so a restart loses nothing."""
+    import socket
+
+    from pulmo.web.dicom_listener import listener_process
+
+    with socket.socket() as probe:   # a port in use is a clear error at start, not a dead child
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((settings.host, settings.dicom_port))
+        except OSError as exc:
+            from pulmo.errors import InputError
+
+            raise InputError(f"--dicom-port {settings.dicom_port}: cannot listen on {settings.host}:"
+                             f"{settings.dicom_port} ({exc.strerror})") from None
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=listener_process, args=(settings,), daemon=True)]
+    procs[0].start()
+
+    def watch():
+        while not stop.wait(2.0):
+            if not procs[0].is_alive() and not stop.is_set():
+                procs[0] = ctx.Process(target=listener_process, args=(settings,), daemon=True)
+                procs[0].start()
+
+    threading.Thread(target=watch, daemon=True).start()
+    return procs
 
 
 def _backup(args) -> int:
@@ -212,6 +286,10 @@ def _worker(args) -> int:
 
     settings = settings_from(args)
     migrate(make_engine(settings.url))
+    if not args.once:
+        from pulmo.web.services.deliveries import Sender
+
+        Sender(settings).start()   # results out to DICOM destinations, beside the analyses
     if settings.task_queue == "procrastinate":
         from pulmo.web import task_queue
 

@@ -238,3 +238,61 @@ class Setting(Base):
     __tablename__ = "settings"
     key: Mapped[str] = mapped_column(String(60), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
+
+
+NODE_ROLES = ("source", "destination", "both")
+DELIVERY_STATUSES = ("pending", "sent", "failed")
+
+
+class DicomNode(Base):
+    """A PACS or modality of an organisation on the DICOM network. A ``source`` (or ``both``) may
+    send instances to Pulmo's Storage SCP (its calling AE title names the organisation they belong
+    to); a ``destination`` (or ``both``) receives the results of the organisation's analyses."""
+
+    __tablename__ = "dicom_nodes"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    organisation_id: Mapped[int] = mapped_column(ForeignKey("organisations.id"), index=True)
+    ae_title: Mapped[str] = mapped_column(String(16))
+    host: Mapped[str] = mapped_column(String(255))
+    port: Mapped[int] = mapped_column(Integer)
+    role: Mapped[str] = mapped_column(String(12))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    organisation: Mapped[Organisation] = relationship(lazy="joined")
+    __table_args__ = (Index("ix_dicom_nodes_ae", "ae_title"),)
+
+
+class Delivery(Base):
+    """The results (SEG, SR, SC) of a study's latest analysis, to one destination node: one row per
+    study and node, set back to ``pending`` when a new analysis replaces the result (its
+    ``result_version``: the analysis's ``created`` stamp) or on a manual resend."""
+
+    __tablename__ = "deliveries"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)
+    node_id: Mapped[int] = mapped_column(ForeignKey("dicom_nodes.id", ondelete="CASCADE"), index=True)
+    status: Mapped[str] = mapped_column(String(10), default="pending")
+    result_version: Mapped[str] = mapped_column(String(40), default="")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    first_attempt_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    sent_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    sent_version: Mapped[str] = mapped_column(String(40), default="")
+    instances: Mapped[int] = mapped_column(Integer, default=0)
+    node: Mapped[DicomNode] = relationship(lazy="joined")
+    __table_args__ = (UniqueConstraint("study_id", "node_id"),
+                      Index("ix_deliveries_due", "status", "next_attempt_at"))
+
+
+class DicomArrival(Base):
+    """A study receiving instances over the network: present while instances have arrived that
+    no analysis was queued for yet; the listener queues the analysis once ``last_at`` is older
+    than the quiet period (``Settings.dicom_quiet_s``) and removes the row."""
+
+    __tablename__ = "dicom_arrivals"
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), primary_key=True)
+    first_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    last_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    calling_ae: Mapped[str] = mapped_column(String(16), default="")
+    instances: Mapped[int] = mapped_column(Integer, default=0)

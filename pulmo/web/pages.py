@@ -22,7 +22,7 @@ from pulmo.web.services.security import new_token, same
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).resolve().parent / "templates"))
 LOGIN_CSRF = "pulmo_login_csrf"
-PAGE_MODULES = ("pages_study", "pages_triage", "pages_admin", "pages_share")
+PAGE_MODULES = ("pages_study", "pages_triage", "pages_admin", "pages_share", "pages_upload")
 
 router = APIRouter(include_in_schema=False)
 

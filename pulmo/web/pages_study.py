@@ -70,6 +70,19 @@ LABELS = {
     "classic_scores": "Classic scores", "score_name": "Score", "total": "Total", "band": "Band",
     "mortality": "Mortality", "missing": "missing values", "open_calculator": "Open in the triage calculator",
     "check_values": "Check the values marked: they are outside the plausible range.",
+    "not_signed_yet": "not signed yet",
+    "radiologist": "radiologist", "clinician": "clinician", "admin": "admin", "yes": "yes", "no": "no",
+    "consulted": "Colleagues of other organisations consulted", "not_shared": "Not shared with other organisations.",
+    "share_with": "Share with (user name)", "invite": "Share", "shared": "Shared.", "remove": "remove",
+    "share_links": "Share links for the patient", "links_explained": "A read-only link to this study's images and "
+    "signed report, for the patient or a doctor without an account. Nothing else of the patient's record is reachable "
+    "through it.", "valid_for": "Valid for", "one_day": "1 day", "three_days": "3 days", "one_week": "1 week",
+    "thirty_days": "30 days", "pin": "PIN", "optional": "optional", "create_link": "Create link", "copy": "Copy",
+    "link_once": "The link is shown only now: copy it and give it to the patient, with the PIN if you set one.",
+    "link": "Link", "expires": "Expires", "state": "State", "active": "active", "expired": "expired",
+    "revoked": "revoked", "revoke": "revoke", "no_links": "No share links yet.",
+    "reply": "reply", "reply_to": "Answering", "no_comments": "No comments yet.",
+    "report_not_signed": "The radiologist has not signed the report yet. Open this link again later.",
 }
 #: Texts of the analysis (English in results.json) that the page shows translated.
 ANALYSIS_TEXTS = (

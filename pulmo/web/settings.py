@@ -25,6 +25,12 @@ class Settings:
     ``"procrastinate"`` (PostgreSQL only: workers on any machine, :mod:`pulmo.web.task_queue`);
     ``queue_heartbeat_s`` / ``queue_stalled_s``: its workers' heartbeat, and the silence after
     which a worker counts as dead and its job is retried. ``job_stale_s``: the same for a job row.
+    ``dicom_port``: the port of the DICOM Storage SCP started beside the web server (None: none),
+    ``dicom_ae_title`` its AE title; a study received over the network counts as complete, and is
+    queued for analysis, ``dicom_quiet_s`` seconds after its last instance arrived.
+    ``delivery_retry_s`` / ``delivery_retry_cap_s``: the first wait after a failed delivery of
+    results, doubled at each failure up to the cap; ``delivery_give_up_h``: a delivery that has
+    failed for this long is marked failed (a manual resend starts it again).
     """
 
     data_dir: Path = field(default_factory=lambda: Path("pulmo-data"))
@@ -46,6 +52,12 @@ class Settings:
     task_queue: str = "database"
     queue_heartbeat_s: float = 5.0
     queue_stalled_s: float = 20.0
+    dicom_port: int | None = None
+    dicom_ae_title: str = "PULMO"
+    dicom_quiet_s: float = 10.0
+    delivery_retry_s: float = 5.0
+    delivery_retry_cap_s: float = 300.0
+    delivery_give_up_h: float = 24.0
 
     def __post_init__(self):
         self.data_dir = Path(self.data_dir)

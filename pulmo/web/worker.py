@@ -20,7 +20,7 @@ from sqlalchemy import select
 from pulmo.errors import PulmoError
 from pulmo.web.db import make_engine, session_factory, transaction
 from pulmo.web.models import Job, Study
-from pulmo.web.services import analysis, audit, jobs
+from pulmo.web.services import analysis, audit, deliveries, jobs
 from pulmo.web.settings import Settings
 from pulmo.web.storage import make_storage
 
@@ -78,6 +78,7 @@ def run_job(factory, storage, job_id: int, study_id: int, name: str, beat_s: flo
             study = s.get(Study, study_id)
             pending = s.execute(select(Job.id).where(Job.study_id == study_id, Job.state == "queued")).first()
             analysis.save(study, result, pending=pending is not None)
+            deliveries.after_analysis(s, study)   # results out to the organisation's DICOM destinations
             audit.record(s, "study.analysed", None, "study", study_id, detail={"job": job_id, "worker": name},
                          organisation_id=study.organisation_id)
         try:  # the follow-up comparison with the patient's earlier study; never fails the analysis

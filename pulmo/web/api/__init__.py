@@ -8,7 +8,7 @@ import importlib
 from fastapi import FastAPI
 
 ROUTERS = ("auth", "users", "studies", "viewer", "triage", "reports", "consultation", "share_links", "audit",
-           "admin", "study_images", "dicomweb", "health")
+           "admin", "study_images", "dicomweb", "health", "dicom_nodes")
 
 
 def register(app: FastAPI) -> None:

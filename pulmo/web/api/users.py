@@ -1,4 +1,5 @@
-"""Users (admin only): ``POST /api/users``, ``GET /api/users``."""
+"""Users (admin only): ``POST /api/users``, ``GET /api/users``, ``PATCH /api/users/{id}``
+(deactivate or reactivate, role, new password)."""
 
 from __future__ import annotations
 
@@ -48,3 +49,19 @@ def create(body: NewUser, request: Request, p: Principal = Depends(require_roles
 def list_users(p: Principal = Depends(require_roles("admin")), session: Session = Depends(db, scope="function")) -> list[UserOut]:
     rows = session.execute(select(User).join(Organisation).order_by(Organisation.name, User.username)).scalars()
     return [_out(u) for u in rows]
+
+
+class UserChange(BaseModel):
+    active: bool | None = None
+    role: str | None = Field(None, max_length=20)
+    password: str | None = Field(None, max_length=1000)
+
+
+@router.patch("/users/{user_id}", response_model=UserOut)
+def change(user_id: int, body: UserChange, request: Request, p: Principal = Depends(require_roles("admin")),
+           session: Session = Depends(db, scope="function")) -> UserOut:
+    """Deactivate or reactivate a user, change their role, or set a new password (their sessions
+    and tokens end when deactivated or given a new password)."""
+    user = accounts.update_user(session, user_id, p.user, active=body.active, role=body.role, password=body.password,
+                                address=client_address(request))
+    return _out(user)

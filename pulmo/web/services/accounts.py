@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from pulmo.web.models import LANGUAGES, ROLES, ApiToken, LoginAttempt, Organisation, User, WebSession, utcnow
@@ -61,6 +61,40 @@ def create_user(session: Session, username: str, password: str, role: str, organ
     session.flush()
     audit.record(session, "user.create", by, "user", user.id, address,
                  {"username": username, "role": role, "organisation": org.name})
+    return user
+
+
+def update_user(session: Session, user_id: int, by: User, *, active: bool | None = None, role: str | None = None,
+                password: str | None = None, address: str = "") -> User:
+    """An admin changes a user: (de)activate, role, new password. Deactivating or a new password
+    ends the user's sessions and API tokens at once. An admin cannot lock themselves out."""
+    user = session.get(User, user_id)
+    if user is None:
+        raise AccountError("no such user", 404)
+    changes = {}
+    if role is not None and role != user.role:
+        if role not in ROLES:
+            raise AccountError(f"role must be one of {', '.join(ROLES)}")
+        if user.id == by.id:
+            raise AccountError("you cannot change your own role", 409)
+        changes["role"] = [user.role, role]
+        user.role = role
+    if password is not None:
+        problem = password_problem(password, user.username)
+        if problem:
+            raise AccountError(problem)
+        user.password_hash = hash_password(password)
+        changes["password"] = "changed"
+    if active is not None and active != user.active:
+        if user.id == by.id:
+            raise AccountError("you cannot deactivate yourself", 409)
+        user.active = active
+        changes["active"] = active
+    if "password" in changes or changes.get("active") is False:
+        session.execute(delete(WebSession).where(WebSession.user_id == user.id))
+        session.execute(update(ApiToken).where(ApiToken.user_id == user.id).values(revoked=True))
+    if changes:
+        audit.record(session, "user.update", by, "user", user.id, address, {"username": user.username, **changes})
     return user
 
 

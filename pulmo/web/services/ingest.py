@@ -131,9 +131,10 @@ def _patient(session: Session, org_id: int, p: Parsed, synthetic: bool) -> Patie
 
 
 def ingest(session: Session, storage, org_id: int, files: list[tuple[str, Path]], user: User | None = None,
-           address: str = "", source: str = "upload", synthetic: bool = False) -> IngestResult:
+           address: str = "", source: str = "upload", synthetic: bool = False, queue: bool = True) -> IngestResult:
     """Take the uploaded files into organisation ``org_id`` (see the module docstring). Raises
-    :class:`IngestError` when nothing in them is a usable DICOM instance."""
+    :class:`IngestError` when nothing in them is a usable DICOM instance. ``queue=False``: no
+    analysis is queued (the DICOM listener queues it once the study has been quiet a while)."""
     result = IngestResult()
     with tempfile.TemporaryDirectory(prefix="pulmo-ingest-") as tmp:
         parsed, result.ignored = collect(files, Path(tmp))
@@ -168,7 +169,8 @@ def ingest(session: Session, storage, org_id: int, files: list[tuple[str, Path]]
                 result.stored += 1
             study.n_instances = (study.n_instances or 0) + len(items)
             study.updated_at = utcnow()
-            jobs.enqueue(session, study)
+            if queue:
+                jobs.enqueue(session, study)
             audit.record(session, "study.upload", user, "study", study.id, address,
                          {"instances": len(items), "source": source}, organisation_id=org_id)
             result.studies.append({"id": study.id, "study_uid": study_uid, "new_instances": len(items)})

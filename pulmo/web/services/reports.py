@@ -548,8 +548,9 @@ def pdf(session: Session, storage, study: Study, user: User | None, lang: str) -
     else:
         story.append(P(t("None."), body))
 
-    # triage
-    clinical = session.execute(select(ClinicalData).where(ClinicalData.study_id == study.id)).scalar()
+    # triage (not through a share link: the clinical data are the patient's record, not the study's)
+    clinical = (session.execute(select(ClinicalData).where(ClinicalData.study_id == study.id)).scalar()
+                if user is not None else None)
     if clinical is not None and clinical.triage:
         block = _triage(clinical, lang, P, h2, body, small, cell, cell_b, mm, colors, line)
         story.append(KeepTogether(block[:3]))

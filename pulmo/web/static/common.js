@@ -11,7 +11,11 @@ const Pulmo = (() => {
       delete opts.json;
     }
     const r = await fetch(path, opts);
-    if (r.status === 401) { location.href = "/login?next=" + encodeURIComponent(location.pathname); throw new Error("signed out"); }
+    if (r.status === 401) {   // signed out (or, on a share link's page, its PIN is asked again)
+      if (location.pathname.startsWith("/s/")) location.reload();
+      else location.href = "/login?next=" + encodeURIComponent(location.pathname);
+      throw new Error("signed out");
+    }
     if (!r.ok) {
       let msg = r.statusText;
       try { const j = await r.json(); msg = typeof j.detail === "string" ? j.detail : JSON.stringify(j.detail); } catch (e) { /* not JSON */ }

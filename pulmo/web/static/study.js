@@ -8,6 +8,7 @@
   const data = JSON.parse(document.getElementById("study-data").content.textContent);
   let study = data.study;
   const id = study.id;
+  const api = data.api || `/api/studies/${id}`;   // a share link's page reads /api/share/{token}
   let viewer = null, pollTimer = null;
   const tr = (s) => (s && L.names && L.names[s]) || s;
   const fmt = (v, d = 1) => (v === null || v === undefined || Number.isNaN(Number(v))) ? "–" : Number(v).toFixed(d);
@@ -37,10 +38,10 @@
   async function poll() {
     clearTimeout(pollTimer);
     try {
-      const s = await Pulmo.json(`/api/studies/${id}/status`);
+      const s = await Pulmo.json(`${api}/status`);
       if (s.status !== study.status) {
         if (s.status === "done") {
-          study = await Pulmo.json(`/api/studies/${id}`);
+          study = await Pulmo.json(api);
           showStatus();
           renderAll();
           return;
@@ -127,10 +128,10 @@
     if (study.status !== "done") { sec.hidden = true; return; }
     sec.hidden = false;
     const box = document.getElementById("key-body");
-    const fig = (view, title) => el("figure", {}, el("img", { src: `/api/studies/${id}/key-image.png?view=${view}`, alt: title, loading: "lazy" }),
+    const fig = (view, title) => el("figure", {}, el("img", { src: `${api}/key-image.png?view=${view}`, alt: title, loading: "lazy" }),
       el("figcaption", { text: title }));
     box.replaceChildren(fig("axial", L.axial), fig("coronal", L.coronal), el("p", { class: "muted small", id: "key-caption" }));
-    Pulmo.json(`/api/studies/${id}/key-slices`).then(k => {
+    Pulmo.json(`${api}/key-slices`).then(k => {
       const cap = document.getElementById("key-caption");
       if (cap) cap.textContent = tr(k.caption);
     }).catch(() => {});
@@ -140,9 +141,9 @@
   let comparisonTries = 0;
   async function loadComparison() {
     const sec = document.getElementById("comparison"), box = document.getElementById("comparison-body");
-    if (study.status !== "done") { sec.hidden = true; return; }
+    if (study.status !== "done" || data.share) { sec.hidden = true; return; }   // a share link shows one study only
     let c;
-    try { c = await Pulmo.json(`/api/studies/${id}/comparison`); } catch (e) { sec.hidden = true; return; }
+    try { c = await Pulmo.json(`${api}/comparison`); } catch (e) { sec.hidden = true; return; }
     sec.dataset.status = c.status;
     if (c.status === "none") { sec.hidden = true; return; }
     sec.hidden = false;
@@ -189,7 +190,7 @@
   async function loadReport() {
     const box = document.getElementById("report-body");
     let r;
-    try { r = await Pulmo.json(`/api/studies/${id}/report`); } catch (e) {
+    try { r = await Pulmo.json(`${api}/report`); } catch (e) {
       box.replaceChildren(el("p", { class: "muted", text: e.status === 404 || e.status === 405 ? L.report_unavailable : `${L.report_error} ${e.message}` }),
         el("p", { class: "statement", text: L.research_tool }));
       box.dataset.state = "unavailable";
@@ -202,6 +203,13 @@
     const box = document.getElementById("report-body");
     box.dataset.state = r.status;
     const draft = r.status !== "signed";
+    if (data.share) {   // a share link's holder reads the signed report only
+      box.replaceChildren(el("p", {}, el("strong", { text: L.impression }), " ", draft ? tag("report-draft", L.not_signed_yet) : tag("report-signed", L.signed)),
+        draft ? el("p", { class: "muted", text: L.report_not_signed }) : el("p", { id: "impression", class: "impression-text", text: r.impression }),
+        draft ? "" : el("div", { class: "row form-actions" }, el("a", { href: `${api}/report.pdf`, class: "button", id: "report-pdf", text: L.pdf })),
+        el("p", { class: "statement", text: L.research_tool }));
+      return;
+    }
     const text = el("textarea", { id: "impression", rows: "6", "aria-label": L.impression, maxlength: "20000" });
     text.value = r.impression || "";
     text.readOnly = !(r.can_edit && draft);
@@ -212,17 +220,17 @@
         msg.textContent = e.message; msg.className = "error";
       }
     };
-    const save = () => Pulmo.api(`/api/studies/${id}/report`, { method: "PUT", json: { impression: text.value } });
+    const save = () => Pulmo.api(`${api}/report`, { method: "PUT", json: { impression: text.value } });
     const buttons = [];
     if (r.can_edit && draft) buttons.push(el("button", { type: "button", id: "report-save", text: L.save, onclick: () => act(save, L.saved) }));
     if (r.can_sign && draft) buttons.push(el("button", { type: "button", id: "report-sign", class: "primary", text: L.sign, onclick: () => act(async () => {
       if (r.can_edit && text.value !== (r.impression || "")) await save();
-      return Pulmo.api(`/api/studies/${id}/report/sign`, { method: "POST" });
+      return Pulmo.api(`${api}/report/sign`, { method: "POST" });
     }, L.signed_msg) }));
     const canAmend = r.can_amend !== undefined ? r.can_amend : (data.own && data.role === "radiologist");
     if (!draft && canAmend) buttons.push(el("button", { type: "button", id: "report-amend", text: L.amend, onclick: () => act(
-      () => Pulmo.api(`/api/studies/${id}/report/amend`, { method: "POST" }), L.amended) }));
-    buttons.push(el("a", { href: `/api/studies/${id}/report.pdf`, class: "button", id: "report-pdf", text: L.pdf }));
+      () => Pulmo.api(`${api}/report/amend`, { method: "POST" }), L.amended) }));
+    buttons.push(el("a", { href: `${api}/report.pdf`, class: "button", id: "report-pdf", text: L.pdf }));
     const state = draft ? tag("report-draft", L.draft) : tag("report-signed", L.signed);
     const who = r.signed_by ? el("span", { class: "muted small", text: ` ${L.signed_by} ${r.signed_by}${r.signed_at ? " · " + new Date(r.signed_at).toLocaleString() : ""}` }) : null;
     box.replaceChildren(el("p", {}, el("label", { for: "impression", text: L.impression }), " ", state, who), text,
@@ -233,7 +241,7 @@
   async function reloadReport(done, response) {
     let r = null;
     if (response) { try { r = await response.json(); } catch (e) { r = null; } }
-    if (!r || typeof r.status !== "string" || !("impression" in r)) r = await Pulmo.json(`/api/studies/${id}/report`);
+    if (!r || typeof r.status !== "string" || !("impression" in r)) r = await Pulmo.json(`${api}/report`);
     renderReport(r);
     const m = document.getElementById("report-msg");
     if (m && done) { m.textContent = done; m.className = "ok"; }
@@ -242,6 +250,7 @@
   // ---------------------------------------------------------------- triage and clinical data
   function renderTriage() {
     const box = document.getElementById("triage-body");
+    if (!box) return;   // not on a share link's page
     const c = study.clinical;
     if (!c || !c.triage) {
       box.replaceChildren(el("p", { class: "muted", text: data.can_clinical ? L.no_clinical_enter : L.no_clinical }));
@@ -301,7 +310,7 @@
       }
       if (bad.length) { msg.textContent = L.check_values; msg.className = "error"; bad[0].focus(); return; }
       try {
-        const result = await Pulmo.json(`/api/studies/${id}/clinical`, { method: "PUT", json: features });
+        const result = await Pulmo.json(`${api}/clinical`, { method: "PUT", json: features });
         study.clinical = { features, triage: result };
         renderTriage();
         msg.textContent = L.saved; msg.className = "ok";
@@ -315,8 +324,8 @@
     const root = document.getElementById("viewer");
     let meta, key = null;
     try {
-      [meta, key] = await Promise.all([Pulmo.json(`/api/studies/${id}/viewer`),
-        Pulmo.json(`/api/studies/${id}/key-slices`).catch(() => null)]);
+      [meta, key] = await Promise.all([Pulmo.json(`${api}/viewer`),
+        Pulmo.json(`${api}/key-slices`).catch(() => null)]);
     } catch (e) {
       document.getElementById("viewer-wait").textContent = `${L.no_images} ${e.message}`;
       return;
@@ -326,7 +335,7 @@
     const regionsLabel = document.getElementById("regions-label");
     if (regionsLabel && meta.region_kind === "lobes") regionsLabel.textContent = L.lobes;
     else if (regionsLabel && meta.region_kind === "zones") regionsLabel.textContent = L.zones;
-    viewer = PulmoViewer.create(root, { studyId: id, meta, labels: L,
+    viewer = PulmoViewer.create(root, { studyId: id, base: `${api}/viewer`, meta, labels: L,
       start: { axial: meta.key_slice, coronal: key ? key.coronal : undefined } });
     renderNoduleList(meta);
     window.pulmoViewer = viewer;   // for tests and the console

@@ -289,7 +289,7 @@ const PulmoViewer = (() => {
   class Viewer {
     constructor(root, opts) {
       this.root = root; this.meta = opts.meta; this.labels = opts.labels || {};
-      this.store = new Store(`/api/studies/${opts.studyId}/viewer`);
+      this.store = new Store(opts.base || `/api/studies/${opts.studyId}/viewer`);
       this.overlays = { lungs: true, regions: false, lesions: true, nodules: true };
       this.mode = "scroll";
       this.lut = new Uint8ClampedArray(4096);

@@ -13,7 +13,7 @@
     const cells = [
       Pulmo.el("td", {}, Pulmo.el("a", { href: "/studies/" + s.id, text: name }),
         s.synthetic ? Pulmo.el("span", { class: "tag synthetic", text: L.synthetic }) : null),
-      Pulmo.el("td", { text: [s.study_date, s.description].filter(Boolean).join(" · ") }),
+      Pulmo.el("td", { class: "wrap", text: [s.study_date, s.description].filter(Boolean).join(" · ") }),
       Pulmo.el("td", {}, Pulmo.el("span", { class: "tag status-" + s.status, text: L[s.status] || s.status })),
       Pulmo.el("td", {}, s.flag ? Pulmo.el("span", { class: "tag flag-" + s.flag, text: L[s.flag] || s.flag }) : "–"),
       Pulmo.el("td", { class: "num", text: fmt(s.percent_involved) }),
