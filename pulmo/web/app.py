@@ -10,13 +10,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.gzip import GZipMiddleware
 from sqlalchemy.orm import Session
 
 from pulmo import DISCLAIMER, __version__
 from pulmo.errors import PulmoError
+from pulmo.web import i18n
 from pulmo.web.db import make_engine, migrate, session_factory
 from pulmo.web.models import User
 from pulmo.web.services import accounts
@@ -125,23 +128,29 @@ def create_app(settings: Settings) -> FastAPI:
                 "object-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
         return response
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request, exc: StarletteHTTPException):
+        if isinstance(exc.detail, str):
+            exc = StarletteHTTPException(exc.status_code, localised(request, exc.detail), headers=exc.headers)
+        return await http_exception_handler(request, exc)
+
     @app.exception_handler(AccountError)
     async def _account(request, exc: AccountError):
-        return JSONResponse({"detail": str(exc)}, status_code=exc.status)
+        return JSONResponse({"detail": localised(request, str(exc))}, status_code=exc.status)
 
     @app.exception_handler(IngestError)
     async def _ingest(request, exc: IngestError):
-        return JSONResponse({"detail": str(exc)}, status_code=exc.status)
+        return JSONResponse({"detail": localised(request, str(exc))}, status_code=exc.status)
 
     @app.exception_handler(StorageError)
     async def _storage(request, exc: StorageError):
         log.error("object store: %s", exc)
-        return JSONResponse({"detail": "the platform's file store is not reachable; try again later"},
-                            status_code=503)
+        return JSONResponse({"detail": localised(request, "the platform's file store is not reachable; try again "
+                                                          "later")}, status_code=503)
 
     @app.exception_handler(PulmoError)
     async def _pulmo(request, exc: PulmoError):
-        return JSONResponse({"detail": str(exc)}, status_code=400)
+        return JSONResponse({"detail": localised(request, str(exc))}, status_code=400)
 
     from pulmo.web.api import register as register_api
     from pulmo.web.pages import register as register_pages
@@ -157,6 +166,14 @@ def db(request: Request) -> Iterator[Session]:
     with request.app.state.sessions() as session:
         with session.begin():
             yield session
+
+
+def localised(request: Request, message: str) -> str:
+    """A message for the caller in their language: the language chosen on the pages (a cookie,
+    set at sign-in and when switching), else the one the client asks for (Accept-Language),
+    else English. API clients that send neither get English."""
+    lang = i18n.pick(request.cookies.get(LANG_COOKIE), request.headers.get("accept-language"))
+    return i18n.translate_message(lang, message) if lang != i18n.DEFAULT else message
 
 
 def client_address(request: Request) -> str:

@@ -9,6 +9,7 @@ login or on a share link, in a cookie).
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 
@@ -52,3 +53,36 @@ def pick(requested: str | None, accept_language: str | None = None) -> str:
         if tag.startswith("en"):
             return "en"
     return DEFAULT
+
+
+@lru_cache(maxsize=None)
+def _patterns(language: str) -> tuple:
+    """The catalogue's messages with ``{fields}`` as regular expressions (longest first)."""
+    out = []
+    for msgid in catalogue(language):
+        names = re.findall(r"\{(\w+)\}", msgid)
+        if not names or len(set(names)) != len(names):
+            continue
+        parts = re.split(r"\{\w+\}", msgid)
+        rx = "".join(re.escape(part) + (f"(?P<{names[i]}>.+?)" if i < len(names) else "")
+                     for i, part in enumerate(parts))
+        out.append((re.compile(rx, re.S), msgid))
+    out.sort(key=lambda t: -len(t[1]))
+    return tuple(out)
+
+
+def translate_message(language: str, text: str) -> str:
+    """A message made by code (an error's detail, with its values filled in) in ``language``:
+    the catalogue's exact entry, else the entry whose ``{fields}`` match, with the values kept;
+    else the message as it is."""
+    cat = catalogue(language if language in LANGUAGES else DEFAULT)
+    if not cat or not isinstance(text, str):
+        return text
+    if text in cat:
+        return cat[text]
+    for rx, msgid in _patterns(language):
+        m = rx.fullmatch(text)
+        if m:
+            values = {k: translate_message(language, v) for k, v in m.groupdict().items()}
+            return cat[msgid].format(**values)
+    return text

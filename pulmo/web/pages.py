@@ -38,7 +38,7 @@ def render(request: Request, template: str, p: Principal | None, status: int = 2
     lang = language(request, p)
 
     def _(message: str, **values) -> str:
-        return i18n.translate(lang, message, **values)
+        return i18n.translate(lang, message, **values) if values else i18n.translate_message(lang, message)
 
     response = TEMPLATES.TemplateResponse(request, template, {
         "_": _, "lang": lang, "languages": i18n.LANGUAGES, "user": p.user if p else None,
@@ -90,6 +90,8 @@ def login(request: Request, username: str = Form("", max_length=200), password: 
     response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="lax", secure=settings.secure_cookies,
                         max_age=int(settings.session_hours * 3600))
     response.delete_cookie(LOGIN_CSRF)
+    response.set_cookie(LANG_COOKIE, user.language, samesite="lax", max_age=3600 * 24 * 365,
+                        secure=settings.secure_cookies)   # the user's language, for messages too
     return response
 
 

@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
-from pulmo.web.app import Principal, client_address, db, principal
+from pulmo.web.app import Principal, client_address, db, localised, principal
 from pulmo.web.models import ShareLink, Study
 from pulmo.web.pages import language
 from pulmo.web.services import access, audit, reports, share_links, viewer
@@ -105,7 +105,7 @@ def give_pin(token: str, request: Request, body: PinIn, session: Session = Depen
     if not link.pin_hash:
         return {"ok": True}
     if not share_links.check_pin(session, link, body.pin, client_address(request)):
-        return JSONResponse({"detail": "wrong PIN"}, status_code=401)  # returned, not raised: the failure counts
+        return JSONResponse({"detail": localised(request, "wrong PIN")}, status_code=401)  # returned, not raised: the failure counts
     response = JSONResponse({"ok": True})
     set_unlock_cookie(request, response, link)
     return response
