@@ -35,7 +35,6 @@ import logging
 import os
 import queue
 import threading
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -326,4 +325,3 @@ def listener_process(settings: Settings) -> None:
     listener.stop()
     if dispatcher is not None:
         dispatcher.close()
-    time.sleep(0)

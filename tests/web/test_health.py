@@ -15,7 +15,7 @@ def test_health_is_admin_only_and_all_green_on_a_fresh_platform(platform):
     assert platform.client.get("/api/health", headers=platform.headers("rad")).status_code == 403
     r = platform.client.get("/api/health", headers=platform.headers("admin"))
     assert r.status_code == 200 and r.json()["ok"] is True
-    assert {c["name"] for c in r.json()["checks"]} == {"database", "file store", "analysis queue"}
+    assert {c["name"] for c in r.json()["checks"]} == {"database", "file store", "analysis queue", "DICOM deliveries"}
 
 
 def test_a_job_nobody_takes_is_reported(sqlite_platform, demo_zip):

@@ -82,7 +82,7 @@ def test_page_access_by_organisation_share_and_sign_in(platform, demo_zip):
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
     page = r.text
     assert "SYNTHETIC^Ava" in page and ">SYNTHETIC<" in page and "DEMO-001" in page and "2026-12-01" in page
-    assert '<section id="consultation"></section>' in page               # filled by the consultation part
+    assert 'id="consultation"' in page and 'id="comment-form"' in page     # the consultation panel
     assert '/static/viewer.js' in page and '/static/study.js' in page
     assert "Research tool, not a certified medical device." in page
     assert 'id="clinical-form"' in page                                   # radiologist of the owning organisation

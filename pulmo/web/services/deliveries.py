@@ -23,7 +23,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
-from pathlib import Path
 
 import pydicom
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
@@ -309,3 +308,28 @@ class Sender(threading.Thread):
                 busy = 0
             if not busy:
                 self.stop_event.wait(self.every_s)
+
+
+def health(session: Session) -> tuple[bool, str]:
+    """For the administrator's health page: destinations that are failing, in words."""
+    from sqlalchemy import func
+
+    rows = session.execute(select(DicomNode.ae_title, DicomNode.host, DicomNode.port, func.count(Delivery.id),
+                                  func.min(Delivery.first_attempt_at), func.max(Delivery.last_error))
+                           .join(Delivery, Delivery.node_id == DicomNode.id)
+                           .where(Delivery.status == "pending", Delivery.attempts > 0)
+                           .group_by(DicomNode.ae_title, DicomNode.host, DicomNode.port)).all()
+    failed = session.execute(select(func.count(Delivery.id)).where(Delivery.status == "failed")).scalar() or 0
+    counts = dict(session.execute(select(Delivery.status, func.count(Delivery.id)).group_by(Delivery.status)).all())
+    problems = []
+    now = utcnow()
+    for ae, host, port, n, since, error in rows:
+        mins = (now - since).total_seconds() / 60 if since else 0
+        problems.append(f"{n} result deliveries to {ae} at {host}:{port} failing for {mins:.0f} min, retried "
+                        f"(last error: {error[:200]})")
+    if failed:
+        problems.append(f"{failed} deliveries gave up after failing for a day: resend them from the study "
+                        "(POST /api/studies/{id}/deliveries/resend) once the destination works")
+    summary = (f"deliveries pending {counts.get('pending', 0)}, sent {counts.get('sent', 0)}, "
+               f"failed {counts.get('failed', 0)}")
+    return not problems, "; ".join(problems + [summary])

@@ -68,7 +68,13 @@ def queue(session: Session, stale_s: float) -> dict:
     return _check("analysis queue", run)
 
 
+def dicom_deliveries(session: Session) -> dict:
+    from pulmo.web.services import deliveries
+
+    return _check("DICOM deliveries", lambda: deliveries.health(session))
+
+
 def report(session: Session, storage, settings) -> dict:
     """Every check; ``ok`` when all pass."""
-    checks = [database(session), store(storage), queue(session, settings.job_stale_s)]
+    checks = [database(session), store(storage), queue(session, settings.job_stale_s), dicom_deliveries(session)]
     return {"ok": all(c["ok"] for c in checks), "checks": checks, "at": utcnow().isoformat() + "Z"}

@@ -42,7 +42,8 @@ def queryable_nodes(session: Session, organisation_id: int) -> list[DicomNode]:
 
 def _ae(calling: str, timeout_s: float):
     from pynetdicom import AE
-    from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind, StudyRootQueryRetrieveInformationModelMove
+    from pynetdicom.sop_class import (StudyRootQueryRetrieveInformationModelFind,
+                                      StudyRootQueryRetrieveInformationModelMove)
 
     ae = AE(ae_title=calling)
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
@@ -147,7 +148,8 @@ def fetch_prior(factory, settings, study_id: int, requested: set[str]) -> str | 
         try:
             n = move_study(node, settings.dicom_ae_title, settings.dicom_ae_title, best.study_uid)
         except Exception as exc:  # noqa: BLE001
-            log.warning("study %s: fetching the prior %s from %s failed: %s", study_id, best.study_uid, node.ae_title, exc)
+            log.warning("study %s: fetching the prior %s from %s failed: %s", study_id, best.study_uid,
+                        node.ae_title, exc)
             requested.discard(best.study_uid)
             continue
         log.info("study %s: prior %s (%s) fetched from %s: %d instances", study_id, best.study_uid, best.study_date,
