@@ -23,6 +23,7 @@ LABELS = {
     "features": "Features", "horizons": "Horizons (days)", "chain_ok": "The chain is intact: {n} entries checked.",
     "chain_bad": "The chain is broken at entry {id}: {reason}", "radiologist": "radiologist", "clinician": "clinician",
     "admin": "admin", "importing": "Importing…", "uploading": "Uploading…", "days": "days",
+    "remove": "remove", "source": "source", "destination": "destination", "both": "both",
     "role_prompt": "New role for {user} (admin, radiologist or clinician):", "change_role": "role",
 }
 

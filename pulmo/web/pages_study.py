@@ -82,6 +82,8 @@ LABELS = {
     "link": "Link", "expires": "Expires", "state": "State", "active": "active", "expired": "expired",
     "revoked": "revoked", "revoke": "revoke", "no_links": "No share links yet.",
     "reply": "reply", "reply_to": "Answering", "no_comments": "No comments yet.",
+    "pending": "waiting to send", "sent": "sent", "resent": "The results will be sent again.",
+    "next_try": "next try",
     "report_not_signed": "The radiologist has not signed the report yet. Open this link again later.",
 }
 #: Texts of the analysis (English in results.json) that the page shows translated.

@@ -221,6 +221,17 @@ def test_admin_page(site, browser):
     page.fill("#audit-form input[name=action]", "user.create")
     page.click("#audit-form button[type=submit]")
     until(lambda: "new.doctor" in page.text_content("#audit-table tbody"))
+    # a PACS as a DICOM node of the hospital: a bad AE title is refused with a message, a good one listed
+    page.fill("#node-form input[name=organisation]", "Hospital B")
+    page.fill("#node-form input[name=ae_title]", "BAD\\TITLE")
+    page.fill("#node-form input[name=host]", "127.0.0.1")
+    page.fill("#node-form input[name=port]", "4242")
+    page.click("#node-form button[type=submit]")
+    page.wait_for_selector("#node-msg.error")
+    page.fill("#node-form input[name=ae_title]", "ORTHANC")
+    page.click("#node-form button[type=submit]")
+    page.wait_for_selector("#nodes-table tr[data-node='ORTHANC']", timeout=15_000)
+    assert "127.0.0.1:4242" in page.text_content("#nodes-table")
     assert page.locator("#model-info[data-installed='false']").count() == 1
     assert "cojocchen/covid19_critically_ill" in page.text_content("#model")
     shot(page, "flow-admin")

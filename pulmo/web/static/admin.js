@@ -54,6 +54,28 @@
     catch (e) { say(msg, e.message, "error"); }
   });
 
+  // ------------------------------------------------------------ DICOM nodes
+  async function loadNodes() {
+    const body = document.querySelector("#nodes-table tbody"), msg = document.getElementById("node-msg");
+    let nodes;
+    try { nodes = await Pulmo.json("/api/dicom-nodes"); } catch (e) { body.replaceChildren(el("tr", {}, el("td", { colspan: 5, class: "error", text: e.message }))); return; }
+    body.replaceChildren(...(nodes.length ? nodes.map(n => el("tr", { "data-node": n.ae_title },
+      el("td", { text: n.organisation }), el("td", {}, el("code", { text: n.ae_title })), el("td", { text: `${n.host}:${n.port}` }),
+      el("td", { text: L[n.role] || n.role }),
+      el("td", {}, el("button", { type: "button", class: "small-button", text: L.remove, onclick: async () => {
+        try { await Pulmo.api(`/api/dicom-nodes/${n.id}`, { method: "DELETE" }); await loadNodes(); say(msg, L.saved, "ok"); }
+        catch (e) { say(msg, e.message, "error"); }
+      } })))) : [el("tr", {}, el("td", { colspan: 5, class: "muted", text: L.none }))]));
+  }
+  document.getElementById("node-form").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const f = ev.target, msg = document.getElementById("node-msg");
+    const body = { organisation: f.elements.organisation.value.trim(), ae_title: f.elements.ae_title.value.trim(),
+      host: f.elements.host.value.trim(), port: Number(f.elements.port.value), role: f.elements.role.value };
+    try { await Pulmo.api("/api/dicom-nodes", { method: "POST", json: body }); f.reset(); say(msg, L.created, "ok"); await loadNodes(); }
+    catch (e) { say(msg, e.message, "error"); }
+  });
+
   // ------------------------------------------------------------ triage model
   async function loadModel() {
     const box = document.getElementById("model-info");
@@ -110,5 +132,5 @@
     } catch (e) { say(msg, e.message, "error"); }
   });
 
-  loadHealth(); loadUsers(); loadModel(); loadAudit();
+  loadHealth(); loadUsers(); loadNodes(); loadModel(); loadAudit();
 })();
