@@ -221,6 +221,11 @@ def _serve(args) -> int:
     if demo_ids:
         print(f"Demo content: {len(demo_ids)} synthetic studies queued for analysis (SYNTHETIC, not patients).")
     print("Pulmo is a research tool, not a certified medical device. Stop with Ctrl+C.", flush=True)
+    import signal
+
+    def stop_serving(signum, frame):   # uvicorn shuts down, then passes SIGTERM on to this handler
+        raise SystemExit(0)
+    signal.signal(signal.SIGTERM, stop_serving)
     try:
         uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False)
     finally:

@@ -5,12 +5,14 @@ CSRF), error answers, security headers, and the routers of :mod:`pulmo.web.api` 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -102,6 +104,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.sessions = session_factory(engine, on_new_jobs=dispatcher)
     app.state.storage = make_storage(settings)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    mount_ohif(app)
     app.add_middleware(GZipMiddleware, minimum_size=2048, compresslevel=1)
     app.add_middleware(ChunkedBodyLimit, limit=int(settings.max_upload_mb * 2**20) + (1 << 20))
 
@@ -134,6 +137,20 @@ def create_app(settings: Settings) -> FastAPI:
             exc = StarletteHTTPException(exc.status_code, localised(request, exc.detail), headers=exc.headers)
         return await http_exception_handler(request, exc)
 
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request, exc: RequestValidationError):
+        """What was wrong with the request, without echoing what was sent (it may be huge, a
+        secret, or not even encodable)."""
+        def clean(v) -> str:
+            return str(v).encode("utf-8", "replace").decode("utf-8")[:200]
+        errors = [{"loc": [clean(x) for x in e.get("loc", ())], "msg": localised(request, clean(e.get("msg", ""))),
+                   "type": clean(e.get("type", ""))} for e in exc.errors()[:20]]
+        return JSONResponse({"detail": errors}, status_code=422)
+
+    @app.exception_handler(OverflowError)
+    async def _overflow(request, exc: OverflowError):
+        return JSONResponse({"detail": localised(request, "a number in the request is too large")}, status_code=422)
+
     @app.exception_handler(AccountError)
     async def _account(request, exc: AccountError):
         return JSONResponse({"detail": localised(request, str(exc))}, status_code=exc.status)
@@ -158,6 +175,36 @@ def create_app(settings: Settings) -> FastAPI:
     register_api(app)
     register_pages(app)
     return app
+
+
+OHIF_CSP = ("default-src 'self'; script-src 'self' 'unsafe-eval' 'wasm-unsafe-eval'; style-src 'self' 'unsafe-inline'; "
+            "img-src 'self' data: blob:; font-src 'self' data:; connect-src 'self' data: blob:; "
+            "worker-src 'self' blob:; object-src 'none'; frame-ancestors 'none'; base-uri 'self'; form-action 'self'")
+
+
+class ViewerFiles(StaticFiles):
+    """The OHIF viewer's files under ``/ohif`` with the CSP it needs (WebAssembly, React's inline
+    styles, blob workers); a path without a file extension is the single-page app's index.html."""
+
+    async def get_response(self, path: str, scope):
+        from starlette.exceptions import HTTPException as StarletteHTTPException
+
+        try:
+            response = await super().get_response(path, scope)
+        except StarletteHTTPException as exc:
+            if exc.status_code != 404 or "." in path.rsplit("/", 1)[-1]:
+                raise
+            response = await super().get_response("index.html", scope)
+        response.headers["Content-Security-Policy"] = OHIF_CSP
+        return response
+
+
+def mount_ohif(app: FastAPI) -> None:
+    """Serve the OHIF viewer at ``/ohif/`` when it is installed (``scripts/build_ohif.sh`` puts it
+    in ``pulmo/web/ohif``, or in ``$PULMO_OHIF_DIR``); it reads the studies from ``/dicomweb``."""
+    folder = Path(os.environ.get("PULMO_OHIF_DIR") or Path(__file__).resolve().parent / "ohif")
+    if (folder / "index.html").is_file():
+        app.mount("/ohif", ViewerFiles(directory=folder, html=True), name="ohif")
 
 
 # ----------------------------------------------------------------------------- dependencies

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -90,3 +90,14 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     with factory() as session:
         with session.begin():
             yield session
+
+
+def exclusive(session: Session, key: int) -> None:
+    """Serialise the rest of this transaction with every other transaction that asks for the
+    same ``key``: a PostgreSQL advisory lock, or SQLite's write lock (taken now by a write that
+    changes nothing; there is one writer at a time anyway). Released at commit or rollback."""
+    dialect = session.bind.dialect.name
+    if dialect == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": int(key)})
+    elif dialect == "sqlite":
+        session.execute(text("UPDATE audit_log SET id = id WHERE id = -1"))

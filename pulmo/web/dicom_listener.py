@@ -320,8 +320,10 @@ def listener_process(settings: Settings) -> None:
     factory = session_factory(make_engine(settings.url), on_new_jobs=dispatcher)
     listener = Listener(settings, factory, make_storage(settings))
     listener.start()
+    parent = os.getppid()
     while not stop.wait(1.0):
-        pass
+        if os.getppid() != parent:   # the serving process is gone: stop (the spool keeps what was acknowledged)
+            break
     listener.stop()
     if dispatcher is not None:
         dispatcher.close()

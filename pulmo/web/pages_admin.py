@@ -23,6 +23,8 @@ LABELS = {
     "features": "Features", "horizons": "Horizons (days)", "chain_ok": "The chain is intact: {n} entries checked.",
     "chain_bad": "The chain is broken at entry {id}: {reason}", "radiologist": "radiologist", "clinician": "clinician",
     "admin": "admin", "importing": "Importing…", "uploading": "Uploading…", "days": "days",
+    "confirm_deactivate": "Deactivate {user}? Their sessions end at once.",
+    "confirm_role": "Give {user} the role {role}?", "confirm_node": "Remove the DICOM node {node}?",
     "remove": "remove", "source": "source", "destination": "destination", "both": "both",
     "role_prompt": "New role for {user} (admin, radiologist or clinician):", "change_role": "role",
 }

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import RedirectResponse
 from sqlalchemy.orm import Session
 
-from pulmo.web.app import client_address, db
+from pulmo.web.app import Principal, client_address, db, optional_principal
 from pulmo.web.models import Study
 from pulmo.web.pages import language, render
 from pulmo.web.services import audit, share_links
@@ -20,11 +20,12 @@ router = APIRouter(include_in_schema=False)
 def _gone(request: Request, exc: HTTPException):
     reason = {404: "This link does not exist. Check that it was copied whole.",
               410: "This link has expired or was revoked. Ask the hospital for a new one."}.get(exc.status_code, exc.detail)
-    return render(request, "share_closed.html", None, status=exc.status_code, reason=reason)
+    return render(request, "share_closed.html", None, status=exc.status_code, reason=reason, public=True)
 
 
 @router.get("/s/{token}")
-def share_page(token: str, request: Request, session: Session = Depends(db, scope="function")):
+def share_page(token: str, request: Request, session: Session = Depends(db, scope="function"),
+               p: Principal | None = Depends(optional_principal)):
     from pulmo.web.api.share_links import shared_summary
     from pulmo.web.pages_study import dicom_date, page_labels
 
@@ -32,8 +33,9 @@ def share_page(token: str, request: Request, session: Session = Depends(db, scop
         link = share_links.resolve(session, token)
     except HTTPException as exc:
         return _gone(request, exc)
+    csrf = p.csrf if p is not None else ""   # a signed-in visitor's language switch needs their session's token
     if not share_links.unlocked(link, request.cookies):
-        return render(request, "share_pin.html", None, status=401, token=token, error="")
+        return render(request, "share_pin.html", None, status=401, token=token, error="", public=True, csrf=csrf)
     study = session.get(Study, link.study_id)
     audit.record(session, "study.view", None, "study", study.id, client_address(request),
                  {"page": "share link", "link": link.id}, organisation_id=study.organisation_id)
@@ -41,7 +43,7 @@ def share_page(token: str, request: Request, session: Session = Depends(db, scop
     data = {"study": shared_summary(session, study, lang), "can_clinical": False, "own": False, "role": "",
             "share": True, "api": f"/api/share/{token}", "clinical_fields": []}
     return render(request, "study.html", None, study=study, data=data, share=link, clinical_fields=(),
-                  labels=page_labels(lang), dicom_date=dicom_date)
+                  labels=page_labels(lang), dicom_date=dicom_date, public=True, csrf=csrf)
 
 
 @router.post("/s/{token}")
@@ -55,11 +57,11 @@ def share_pin(token: str, request: Request, pin: str = Form("", max_length=100),
         ok = share_links.check_pin(session, link, pin, client_address(request)) if link.pin_hash else True
     except HTTPException as exc:
         if exc.status_code == 429:
-            return render(request, "share_pin.html", None, status=429, token=token,
+            return render(request, "share_pin.html", None, status=429, token=token, public=True,
                           error="Too many wrong PINs for this link. Try again in 15 minutes.")
         return _gone(request, exc)
     if not ok:
-        return render(request, "share_pin.html", None, status=401, token=token, error="Wrong PIN.")
+        return render(request, "share_pin.html", None, status=401, token=token, error="Wrong PIN.", public=True)
     response = RedirectResponse(f"/s/{token}", status_code=303)
     set_unlock_cookie(request, response, link)
     return response

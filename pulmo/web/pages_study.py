@@ -83,7 +83,8 @@ LABELS = {
     "revoked": "revoked", "revoke": "revoke", "no_links": "No share links yet.",
     "reply": "reply", "reply_to": "Answering", "no_comments": "No comments yet.",
     "pending": "waiting to send", "sent": "sent", "resent": "The results will be sent again.",
-    "next_try": "next try",
+    "next_try": "next try", "confirm_revoke": "Revoke this link? Whoever holds it can no longer open the study.",
+    "confirm_unshare": "End the consultation with {user}? They no longer see the study.", "consultation": "consultation",
     "report_not_signed": "The radiologist has not signed the report yet. Open this link again later.",
 }
 #: Texts of the analysis (English in results.json) that the page shows translated.

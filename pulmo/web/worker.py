@@ -141,6 +141,13 @@ def worker_process(settings: Settings) -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
+    parent = os.getppid()
+
+    def orphaned():   # the serving process is gone (killed): stop too, the job goes back to the queue
+        while not stop.wait(2.0):
+            if os.getppid() != parent:
+                stop.set()
+    threading.Thread(target=orphaned, daemon=True).start()
     if settings.task_queue == "procrastinate":
         from pulmo.web import task_queue
 

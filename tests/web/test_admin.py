@@ -183,11 +183,35 @@ def test_every_error_message_of_the_platform_has_a_chinese_translation():
     for py in sorted(root.rglob("*.py")):
         if py.name == "dicomweb.py":
             continue
-        for m in re.finditer(r'(?:HTTPException\(\d+, |AccountError\(|IngestError\()(f?)"([^"]+)"',
-                             py.read_text(encoding="utf-8")):
+        source = re.sub(r'"\s*\n\s*f?"', "", py.read_text(encoding="utf-8"))    # join implicitly concatenated strings
+        for m in re.finditer(r'(?:HTTPException\(\d+, |(?:Account|Ingest|Node|Delivery)Error\()(f?)"([^"]+)"', source):
             text = re.sub(r"\{[^}]*\}", "7", m.group(2)) if m.group(1) else m.group(2)
             if text == "7: 7":          # a library's own message passed on (translated where it is made)
                 continue
             if i18n.translate_message("zh-CN", text) == text:
                 missing.append(f"{py.name}: {m.group(2)}")
     assert missing == []
+
+
+def test_audit_chain_holds_under_concurrent_requests(platform):
+    """Many requests appending at once (each reads the database first, as a page view does)
+    still make one chain: no two entries follow the same one."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pulmo.web.services import audit
+
+    factory = platform.app.state.sessions
+
+    def one_request(i):
+        with transaction(factory) as s:
+            s.execute(select(AuditEntry.id).limit(1)).all()      # a read first, as in a request
+            audit.record(s, "study.view", None, "study", str(i % 7), "127.0.0.1", {"n": i})
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(one_request, range(160)))
+    with transaction(factory) as s:
+        prevs = list(s.execute(select(AuditEntry.prev_hash)).scalars())
+        assert len(prevs) == len(set(prevs))                      # a chain, not a tree
+        result = audit.verify(s)
+    assert result["ok"], result
+    assert result["entries"] >= 160

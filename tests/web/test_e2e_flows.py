@@ -73,6 +73,7 @@ def test_clinician_flows(site, browser):
     page = ctx.new_page()
     errors = []
     page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("dialog", lambda d: d.accept())   # "Revoke this link?" and the like: yes
 
     # sign in, upload on the upload page
     sign_in(page, url, "rad")
@@ -201,6 +202,7 @@ def test_admin_page(site, browser):
     page = ctx.new_page()
     errors = []
     page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("dialog", lambda d: d.accept())
     sign_in(page, site["url"], "admin")
     page.click("nav.menu a[href='/admin']")
     page.wait_for_selector("#health[data-ok]", timeout=20_000)

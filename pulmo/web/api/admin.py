@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from pulmo.errors import PulmoError
 from pulmo.web.app import Principal, client_address, db, require_roles
-from pulmo.web.services import audit, triage
+from pulmo.web.services import accounts, audit, triage
 
 router = APIRouter(prefix="/api", tags=["administration"])
 MAX_MODEL = 512 << 20
@@ -21,7 +21,10 @@ MAX_MODEL = 512 << 20
 @router.post("/admin/triage-model")
 def import_triage_model(request: Request, file: UploadFile = File(..., description="models.zip or a .pulmo-triage file"),
                         p: Principal = Depends(require_roles("admin")), session: Session = Depends(db, scope="function")):
-    """Install the triage model for the calculator and the study pages (replaces the one installed)."""
+    """Install the triage model for the calculator and the study pages (replaces the one installed;
+    the platform's administrators only: it serves every organisation)."""
+    if not accounts.is_platform_admin(p.user):
+        raise HTTPException(403, "the triage model serves every organisation: the platform's administrators install it")
     name = Path(file.filename or "model").name[:200]
     if not name.lower().endswith((".zip", ".pulmo-triage")):
         raise HTTPException(415, "give the authors' models.zip or a .pulmo-triage file")

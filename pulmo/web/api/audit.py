@@ -1,16 +1,17 @@
-"""The audit log (admin only): ``GET /api/audit`` searches it, ``GET /api/audit/verify``
+"""The audit log (admin only): ``GET /api/audit`` searches it (a hospital's administrator sees
+their hospital's entries, the platform's administrators all), ``GET /api/audit/verify``
 recomputes its hash chain (:mod:`pulmo.web.services.audit`)."""
 
 from __future__ import annotations
 
 import datetime as dt
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
 from pulmo.web.app import Principal, client_address, db, require_roles
-from pulmo.web.services import audit
+from pulmo.web.services import accounts, audit
 
 router = APIRouter(prefix="/api", tags=["administration"])
 
@@ -52,10 +53,14 @@ def search_audit(request: Request,
                  p: Principal = Depends(require_roles("admin")), session: Session = Depends(db, scope="function")):
     """Entries newest first: who did what to what, when and from where."""
     def naive(t):
-        return t.astimezone(dt.UTC).replace(tzinfo=None) if t is not None and t.tzinfo else t
+        try:
+            return t.astimezone(dt.UTC).replace(tzinfo=None) if t is not None and t.tzinfo else t
+        except (OverflowError, ValueError):
+            raise HTTPException(422, "since and until must be dates between the years 1 and 9999") from None
 
     rows = audit.search(session, user=user.strip(), action=action.strip(), target=target.strip(), since=naive(since),
-                        until=naive(until), limit=limit, offset=offset)
+                        until=naive(until), limit=limit, offset=offset,
+                        organisation_id=accounts.admin_scope(p.user))
     out = [AuditEntryOut(id=e.id, at=e.at.isoformat() + "Z", username=e.username, organisation_id=e.organisation_id,
                          action=e.action, target_type=e.target_type, target_id=e.target_id, address=e.address,
                          detail=e.detail, hash=e.hash) for e in rows]

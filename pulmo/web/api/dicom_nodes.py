@@ -75,7 +75,7 @@ def create_node(body: NewNode, request: Request, p: Principal = Depends(require_
 @router.get("/dicom-nodes", response_model=list[NodeOut])
 def list_nodes(p: Principal = Depends(require_roles("admin")),
                session: Session = Depends(db, scope="function")) -> list[NodeOut]:
-    return [_node(n) for n in dicom_nodes.listing(session)]
+    return [_node(n) for n in dicom_nodes.listing(session, p.user)]
 
 
 @router.delete("/dicom-nodes/{node_id}", status_code=204)

@@ -121,7 +121,13 @@ def shared_summary(session: Session, study: Study, lang: str) -> dict:
     """The study as a link's holder sees it: no clinical data, the impression only once signed."""
     from pulmo.web.api.studies import study_out
 
-    out = study_out(study, full=True).model_dump()
+    full = study_out(study, full=True).model_dump()
+    # an allow-list: what the page shows, nothing of the rest of the record (no triage, no internal ids)
+    out = {k: full[k] for k in ("id", "status", "error", "study_uid", "description", "study_date", "synthetic",
+                                "n_instances", "flag", "percent_involved", "severity", "severity_max", "nodules",
+                                "results")}
+    out["patient"] = {k: full["patient"][k] for k in ("key", "name", "birth_date", "sex")}
+    out["clinical"] = None
     rep = reports.state(session, study, None, lang)
     signed = rep["status"] == "signed"
     out["report"] = {"status": rep["status"], "impression": rep["impression"] if signed else "",
@@ -134,6 +140,8 @@ def shared_summary(session: Session, study: Study, lang: str) -> dict:
 def share_summary(request: Request, study: Study = Depends(shared_study),
                   session: Session = Depends(db, scope="function")) -> dict:
     """The shared study: header, results, and the report (its impression once signed)."""
+    audit.record(session, "study.view", None, "study", study.id, client_address(request),
+                 {"link": request.state.share_link.id, "via": "share link API"}, organisation_id=study.organisation_id)
     return shared_summary(session, study, language(request, None))
 
 

@@ -11,12 +11,13 @@ from pathlib import Path
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.responses import FileResponse
 from pydantic import BaseModel
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from pulmo.web.app import Principal, client_address, db, principal
-from pulmo.web.models import ClinicalData, Patient, Study
+from pulmo.web.models import ClinicalData, Study
 from pulmo.web.services import access, audit, ingest
+from pulmo.web.services import worklist as worklist_service
 from pulmo.web.services.analysis import study_prefix
 
 router = APIRouter(prefix="/api", tags=["studies"])
@@ -27,9 +28,6 @@ DOWNLOADS = {"results.json": "application/json", "report.html": "text/html", "se
              "sc_coronal.dcm": "application/dicom", "lungs.nii.gz": "application/gzip",
              "lesions.nii.gz": "application/gzip", "regions.nii.gz": "application/gzip",
              "nodules.nii.gz": "application/gzip"}
-SORTS = {"priority": (Study.priority.desc(), Study.received_at.desc()), "received": (Study.received_at.desc(),),
-         "percent": (Study.percent_involved.desc(), Study.received_at.desc()),
-         "risk": (Study.triage_prob30.desc(), Study.received_at.desc())}
 
 
 class Uploaded(BaseModel):
@@ -122,20 +120,9 @@ def worklist(status: str | None = Query(None, pattern="^(queued|running|done|fai
              p: Principal = Depends(principal), session: Session = Depends(db, scope="function")) -> dict:
     """The studies this user may see, suspected pneumonia and high triage risk first
     (``priority``), filtered and paged; ``total`` counts every match."""
-    cond = [access.visible_condition(p.user)]
-    if status:
-        cond.append(Study.status == status)
-    if flag:
-        cond.append(Study.flag == ("" if flag == "none" else flag))
-    query = select(Study).where(*cond)
-    count = select(func.count(Study.id)).where(*cond)
-    if q:
-        like = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        match = select(Patient.id).where((Patient.name.ilike(like, escape="\\")) |
-                                         (Patient.patient_key.ilike(like, escape="\\")))
-        query, count = query.where(Study.patient_id.in_(match)), count.where(Study.patient_id.in_(match))
-    rows = session.execute(query.order_by(*SORTS[sort]).limit(limit).offset(offset)).scalars().all()
-    return {"total": session.execute(count).scalar(), "items": [study_out(s).model_dump() for s in rows]}
+    total, rows = worklist_service.page(session, p.user, status=status, flag=flag, q=q, sort=sort, limit=limit,
+                                        offset=offset)
+    return {"total": total, "items": [study_out(s).model_dump() for s in rows]}
 
 
 @router.get("/studies/{study_id}", response_model=StudyOut)

@@ -47,7 +47,11 @@ def create(body: NewUser, request: Request, p: Principal = Depends(require_roles
 
 @router.get("/users", response_model=list[UserOut])
 def list_users(p: Principal = Depends(require_roles("admin")), session: Session = Depends(db, scope="function")) -> list[UserOut]:
-    rows = session.execute(select(User).join(Organisation).order_by(Organisation.name, User.username)).scalars()
+    q = select(User).join(Organisation).order_by(Organisation.name, User.username)
+    scope = accounts.admin_scope(p.user)
+    if scope is not None:   # a hospital's administrator sees their hospital's users
+        q = q.where(User.organisation_id == scope)
+    rows = session.execute(q).scalars()
     return [_out(u) for u in rows]
 
 

@@ -37,7 +37,7 @@ def visible_condition(user: User):
 def study_for(session: Session, user: User, study_id: int, *, owner: bool = False, roles: tuple[str, ...] = ()) -> Study:
     """The study if ``user`` may see it (``owner``: only in their own organisation), else 404;
     403 when they may see it but their role may not do this (``roles``)."""
-    study = session.get(Study, study_id)
+    study = session.get(Study, study_id) if 0 < study_id < 2**63 else None   # a database integer, or no study
     if study is None:
         raise HTTPException(404, "no such study")
     own = study.organisation_id == user.organisation_id

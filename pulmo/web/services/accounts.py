@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import unicodedata
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
@@ -25,11 +26,21 @@ class AccountError(ValueError):
         self.status = status
 
 
-def organisation(session: Session, name: str, create: bool = False) -> Organisation:
-    name = (name or "").strip()
+def clean_organisation_name(name: str) -> str:
+    """An organisation's name as stored: Unicode NFKC, runs of white space made one space; no
+    control or format characters (a name that prints like another, or reorders the line)."""
+    name = " ".join(unicodedata.normalize("NFKC", name or "").split())
     if not name or len(name) > 200:
         raise AccountError("an organisation needs a name of 1 to 200 characters")
-    org = session.execute(select(Organisation).where(Organisation.name == name)).scalar()
+    if any(unicodedata.category(c) in ("Cc", "Cf", "Co", "Cs") for c in name):
+        raise AccountError("an organisation's name may not contain control or formatting characters")
+    return name
+
+
+def organisation(session: Session, name: str, create: bool = False) -> Organisation:
+    """The organisation called ``name`` (letter case aside), created when ``create``."""
+    name = clean_organisation_name(name)
+    org = session.execute(select(Organisation).where(func.lower(Organisation.name) == name.lower())).scalar()
     if org is None:
         if not create:
             raise AccountError(f"no organisation called {name!r}", 404)
@@ -54,6 +65,10 @@ def create_user(session: Session, username: str, password: str, role: str, organ
         raise AccountError(problem)
     if session.execute(select(User.id).where(func.lower(User.username) == username.lower())).scalar():
         raise AccountError(f"the user name {username!r} is taken", 409)
+    if by is not None and admin_scope(by) is not None:   # a hospital's administrator: their hospital only
+        if clean_organisation_name(organisation_name).lower() != by.organisation.name.lower():
+            raise AccountError(f"an administrator of {by.organisation.name} creates users of that organisation only",
+                               403)
     org = organisation(session, organisation_name, create=True)
     user = User(username=username, password_hash=hash_password(password), role=role, organisation_id=org.id,
                 language=language)
@@ -64,12 +79,28 @@ def create_user(session: Session, username: str, password: str, role: str, organ
     return user
 
 
+def is_platform_admin(user: User) -> bool:
+    """An administrator of the platform's own organisation (the operator of the installation,
+    :data:`DEFAULT_ORGANISATION`): manages every organisation. Any other administrator manages
+    their own organisation only (its users, DICOM nodes and audit entries)."""
+    return user.role == "admin" and user.organisation is not None and user.organisation.name == DEFAULT_ORGANISATION
+
+
+def admin_scope(user: User) -> int | None:
+    """The organisation an administrator manages, or None for the platform's administrators."""
+    return None if is_platform_admin(user) else user.organisation_id
+
+
+def in_scope(by: User | None, organisation_id: int) -> bool:
+    return by is None or admin_scope(by) in (None, organisation_id)
+
+
 def update_user(session: Session, user_id: int, by: User, *, active: bool | None = None, role: str | None = None,
                 password: str | None = None, address: str = "") -> User:
     """An admin changes a user: (de)activate, role, new password. Deactivating or a new password
     ends the user's sessions and API tokens at once. An admin cannot lock themselves out."""
-    user = session.get(User, user_id)
-    if user is None:
+    user = session.get(User, user_id) if 0 < user_id < 2**63 else None
+    if user is None or not in_scope(by, user.organisation_id):
         raise AccountError("no such user", 404)
     changes = {}
     if role is not None and role != user.role:

@@ -3,7 +3,8 @@
 ``hash = SHA-256(prev_hash | at | user | organisation | action | target | address | detail)``;
 :func:`verify` recomputes the chain and names the first entry that does not match (an entry
 changed, removed or inserted). Appends are serialised (one writer at a time: SQLite's write
-lock, or a PostgreSQL advisory lock) so that two processes never chain onto the same entry.
+lock, taken before the last hash is read, or a PostgreSQL advisory lock) so that two requests or
+processes never chain onto the same entry.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ import datetime as dt
 import hashlib
 import json
 
-from sqlalchemy import select, text
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from pulmo.web.db import exclusive
 from pulmo.web.models import AuditEntry, User, utcnow
 
 GENESIS = "0" * 64
@@ -30,8 +32,9 @@ def _digest(prev: str, e: AuditEntry) -> str:
 def record(session: Session, action: str, user: User | None = None, target_type: str = "", target_id="",
            address: str = "", detail: dict | str | None = None, organisation_id: int | None = None) -> AuditEntry:
     """Append one entry (in the caller's transaction): who did ``action`` on what, from where."""
-    if session.bind.dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _ADVISORY_KEY})
+    # one appender at a time, from before the last hash is read (on SQLite a write that changes
+    # nothing takes the write lock now, even when the request wrote nothing yet)
+    exclusive(session, _ADVISORY_KEY)
     last = session.execute(select(AuditEntry.hash).order_by(AuditEntry.id.desc()).limit(1)).scalar()
     e = AuditEntry(at=utcnow(), user_id=user.id if user else None, username=user.username if user else "",
                    organisation_id=organisation_id if organisation_id is not None else (user.organisation_id if user else None),
@@ -63,8 +66,12 @@ def verify(session: Session, batch: int = 5000) -> dict:
 
 
 def search(session: Session, *, user: str = "", action: str = "", target: str = "", since: dt.datetime | None = None,
-           until: dt.datetime | None = None, limit: int = 200, offset: int = 0) -> list[AuditEntry]:
+           until: dt.datetime | None = None, limit: int = 200, offset: int = 0,
+           organisation_id: int | None = None) -> list[AuditEntry]:
+    """Entries newest first; ``organisation_id``: only that organisation's entries."""
     q = select(AuditEntry)
+    if organisation_id is not None:
+        q = q.where(AuditEntry.organisation_id == organisation_id)
     if user:
         q = q.where(AuditEntry.username == user)
     if action:

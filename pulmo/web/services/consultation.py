@@ -11,27 +11,31 @@ thread is part of the record; every post is audited).
 from __future__ import annotations
 
 from fastapi import HTTPException
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from pulmo.web.db import exclusive
 from pulmo.web.models import Comment, Study, StudyShare, User
 from pulmo.web.services import audit
 from pulmo.web.services.reports import clean_text
 
 MAX_COMMENT = 5000
 MAX_COMMENTS = 2000  # per study: a runaway script cannot fill the database through one study
+_SHARE_LOCK = 7_300_000_000  # advisory lock keys of sharing a study: this + the study's id
 
 
 def share(session: Session, study: Study, by: User, username: str, address: str = "") -> StudyShare:
     """Share ``study`` with the user called ``username`` of another organisation."""
     name = (username or "").strip()
-    target = session.execute(select(User).where(User.username == name)).scalar() if 0 < len(name) <= 100 else None
+    target = session.execute(select(User).where(func.lower(User.username) == name.lower())).scalar() \
+        if 0 < len(name) <= 100 else None
     if target is None or not target.active:
         raise HTTPException(404, f"no active user called {name[:100]!r}")
     if target.organisation_id == study.organisation_id:
         raise HTTPException(409, f"{target.username} belongs to the organisation that owns the study and sees it already")
     if target.role == "admin":
         raise HTTPException(422, "studies are shared with radiologists and clinicians, not administrators")
+    exclusive(session, _SHARE_LOCK + study.id)   # two clicks at once: one share, no error
     existing = session.execute(select(StudyShare).where(StudyShare.study_id == study.id,
                                                         StudyShare.user_id == target.id)).scalar()
     if existing is not None:
@@ -46,7 +50,7 @@ def share(session: Session, study: Study, by: User, username: str, address: str 
 
 def unshare(session: Session, study: Study, by: User, user_id: int, address: str = "") -> None:
     row = session.execute(select(StudyShare).where(StudyShare.study_id == study.id,
-                                                   StudyShare.user_id == user_id)).scalar()
+                                                   StudyShare.user_id == user_id)).scalar() if 0 < user_id < 2**63 else None
     if row is None:
         raise HTTPException(404, "the study is not shared with this user")
     target = session.get(User, user_id)
@@ -75,7 +79,7 @@ def post(session: Session, study: Study, author: User, body: str, parent_id: int
     if len(text) > MAX_COMMENT:
         raise HTTPException(422, f"a comment has at most {MAX_COMMENT} characters")
     if parent_id is not None:
-        parent = session.get(Comment, parent_id)
+        parent = session.get(Comment, parent_id) if 0 < parent_id < 2**63 else None
         if parent is None or parent.study_id != study.id:
             raise HTTPException(422, "the comment answered is not a comment on this study")
     count = session.execute(select(Comment.id).where(Comment.study_id == study.id)

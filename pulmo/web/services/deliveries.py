@@ -190,9 +190,12 @@ def send(datasets: list[pydicom.Dataset], node: DicomNode, calling_ae: str, time
                             f"({exc.strerror or type(exc).__name__})") from None
     assoc = ae.associate(node.host, node.port, ae_title=node.ae_title)
     if not assoc.is_established:
-        why = "rejected the association" if assoc.is_rejected else (
-            "aborted the association" if assoc.is_aborted else "did not answer")
-        raise DeliveryError(f"{node.ae_title} at {node.host}:{node.port} {why}")
+        where = f"{node.ae_title} at {node.host}:{node.port}"
+        if assoc.is_rejected:
+            raise DeliveryError(f"{where} rejected the association")
+        if assoc.is_aborted:
+            raise DeliveryError(f"{where} aborted the association")
+        raise DeliveryError(f"{where} did not answer the association request")
     stored = 0
     try:
         for ds in datasets:
@@ -328,8 +331,8 @@ def health(session: Session) -> tuple[bool, str]:
         problems.append(f"{n} result deliveries to {ae} at {host}:{port} failing for {mins:.0f} min, retried "
                         f"(last error: {error[:200]})")
     if failed:
-        problems.append(f"{failed} deliveries gave up after failing for a day: resend them from the study "
-                        "(POST /api/studies/{id}/deliveries/resend) once the destination works")
+        problems.append(f"{failed} deliveries gave up after failing for a day: send them again from the study "
+                        "page once the destination works")
     summary = (f"deliveries pending {counts.get('pending', 0)}, sent {counts.get('sent', 0)}, "
                f"failed {counts.get('failed', 0)}")
     return not problems, "; ".join(problems + [summary])

@@ -79,6 +79,8 @@ def create(session: Session, organisation: str, ae_title, host, port, role, by: 
     """Register a node (checked as the module says); audited."""
     title, host, port, role = check_ae_title(ae_title), check_host(host), check_port(port), check_role(role)
     org = accounts.organisation(session, organisation)
+    if not accounts.in_scope(by, org.id):
+        raise NodeError(f"an administrator of {by.organisation.name} registers nodes of that organisation only", 403)
     same = session.execute(select(DicomNode).where(DicomNode.ae_title == title)).scalars().all()
     for other in same:
         if other.organisation_id == org.id and other.host == host and other.port == port:
@@ -97,14 +99,18 @@ def create(session: Session, organisation: str, ae_title, host, port, role, by: 
     return node
 
 
-def listing(session: Session) -> list[DicomNode]:
-    return list(session.execute(select(DicomNode).order_by(DicomNode.organisation_id, DicomNode.ae_title,
-                                                           DicomNode.id)).scalars())
+def listing(session: Session, by: User | None = None) -> list[DicomNode]:
+    """The nodes ``by`` (an administrator) manages: a hospital's own, or all for the platform's."""
+    q = select(DicomNode).order_by(DicomNode.organisation_id, DicomNode.ae_title, DicomNode.id)
+    scope = accounts.admin_scope(by) if by is not None else None
+    if scope is not None:
+        q = q.where(DicomNode.organisation_id == scope)
+    return list(session.execute(q).scalars())
 
 
 def delete(session: Session, node_id: int, by: User | None = None, address: str = "") -> None:
-    node = session.get(DicomNode, node_id)
-    if node is None:
+    node = session.get(DicomNode, node_id) if 0 < node_id < 2**63 else None
+    if node is None or not accounts.in_scope(by, node.organisation_id):
         raise NodeError("no such DICOM node", 404)
     audit.record(session, "dicom_node.delete", by, "dicom_node", node.id, address,
                  {"ae_title": node.ae_title, "host": node.host, "port": node.port, "role": node.role},

@@ -60,7 +60,7 @@ def queue(session: Session, stale_s: float) -> dict:
             problems.append(f"a job has waited {wait / 60:.0f} min with none running: no worker is taking jobs "
                             "(start 'pulmo worker', or 'pulmo serve --workers 1')")
         if stale:
-            problems.append(f"{stale} running job(s) without a heartbeat for {stale_s:.0f} s: their worker stopped; "
+            problems.append(f"{stale} running job(s) without a heartbeat for {stale_s:.0f} s: their worker stopped, "
                             "they are given back to the queue")
         summary = (f"queued {counts.get('queued', 0)}, running {counts.get('running', 0)}, done {counts.get('done', 0)}, "
                    f"failed {counts.get('failed', 0)} ({failed_day} in the last 24 h)")

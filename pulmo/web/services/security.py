@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import unicodedata
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -42,6 +43,10 @@ def password_problem(password: str, username: str = "") -> str | None:
     """Why a password is refused (too short, the user name), or None."""
     if len(password) < MIN_PASSWORD:
         return f"a password needs at least {MIN_PASSWORD} characters"
+    if any(unicodedata.category(c) in ("Cc", "Cs") for c in password):
+        return "a password may not contain control characters"
+    if len(set(password.strip())) < 5:
+        return "a password needs at least 5 different characters (not only spaces)"
     if username and password.lower() == username.lower():
         return "the password may not be the user name"
     return None

@@ -21,6 +21,7 @@ from fastapi import HTTPException
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from pulmo.web.db import exclusive
 from pulmo.web.models import LoginAttempt, ShareLink, Study, User, utcnow
 from pulmo.web.services import audit
 from pulmo.web.services.security import hash_password, new_token, token_hash, verify_password
@@ -30,6 +31,7 @@ MIN_HOURS, MAX_HOURS = 1.0, 24.0 * 90
 PIN_MIN, PIN_MAX = 4, 20
 PIN_ATTEMPTS, PIN_WINDOW = 5, dt.timedelta(minutes=15)
 MAX_ACTIVE = 50  # active links per study
+_PIN_LOCK = 7_400_000_000  # advisory lock keys of the links' PIN checks: this + the link's id
 
 
 def pin_problem(pin: str) -> str | None:
@@ -79,7 +81,7 @@ def state(link: ShareLink, now: dt.datetime | None = None) -> str:
 def find_of_study(session: Session, study: Study, token_or_id: str) -> ShareLink:
     """A link of ``study`` by its token, or by its number in the study's list."""
     q = select(ShareLink).where(ShareLink.study_id == study.id)
-    if token_or_id.isdigit() and len(token_or_id) < 12:
+    if token_or_id.isascii() and token_or_id.isdigit() and len(token_or_id) < 12:
         link = session.execute(q.where(ShareLink.id == int(token_or_id))).scalar()
     else:
         link = session.execute(q.where(ShareLink.token_hash == token_hash(token_or_id))).scalar()
@@ -128,6 +130,7 @@ def check_pin(session: Session, link: ShareLink, pin: str, address: str) -> bool
     """True when ``pin`` is right; wrong PINs count, and after ``PIN_ATTEMPTS`` within
     ``PIN_WINDOW`` (from any address) the link refuses PINs for the rest of the window (429).
     Failures are committed by the caller even when the request ends in an error."""
+    exclusive(session, _PIN_LOCK + link.id)   # one PIN check per link at a time: the count below holds
     who = f"share-link:{link.id}"
     since = utcnow() - PIN_WINDOW
     failures = session.execute(select(func.count(LoginAttempt.id)).where(

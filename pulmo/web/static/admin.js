@@ -21,6 +21,16 @@
   document.getElementById("health-refresh").addEventListener("click", loadHealth);
 
   // ------------------------------------------------------------ users
+  function roleSelect(u, change) {
+    const sel = el("select", { class: "small-button", "aria-label": `${L.change_role}: ${u.username}` },
+      ...["admin", "radiologist", "clinician"].map(r => { const o = el("option", { value: r, text: L[r] || r }); if (r === u.role) o.selected = true; return o; }));
+    sel.addEventListener("change", () => {
+      if (confirm(fmt(L.confirm_role, { user: u.username, role: L[sel.value] || sel.value }))) change(u, { role: sel.value });
+      else sel.value = u.role;
+    });
+    return sel;
+  }
+
   async function loadUsers() {
     const body = document.querySelector("#users-table tbody");
     let users;
@@ -33,11 +43,10 @@
       el("td", { text: u.username }), el("td", { text: L[u.role] || u.role }), el("td", { text: u.organisation }),
       el("td", {}, el("span", { class: "tag " + (u.active ? "status-done" : "status-failed"), text: u.active ? L.active : L.inactive })),
       el("td", { class: "actions" },
-        el("button", { type: "button", class: "small-button", "data-act": "toggle", text: u.active ? L.deactivate : L.activate, onclick: () => change(u, { active: !u.active }) }),
-        el("button", { type: "button", class: "small-button", text: L.change_role, onclick: () => {
-          const role = prompt(fmt(L.role_prompt, { user: u.username }), u.role);
-          if (role && role.trim() !== u.role) change(u, { role: role.trim() });
+        el("button", { type: "button", class: "small-button", "data-act": "toggle", text: u.active ? L.deactivate : L.activate, onclick: () => {
+          if (!u.active || confirm(fmt(L.confirm_deactivate, { user: u.username }))) change(u, { active: !u.active });
         } }),
+        roleSelect(u, change),
         el("button", { type: "button", class: "small-button", text: L.new_password, onclick: () => {
           const pw = prompt(fmt(L.password_prompt, { user: u.username }));
           if (pw) change(u, { password: pw });
@@ -63,6 +72,7 @@
       el("td", { text: n.organisation }), el("td", {}, el("code", { text: n.ae_title })), el("td", { text: `${n.host}:${n.port}` }),
       el("td", { text: L[n.role] || n.role }),
       el("td", {}, el("button", { type: "button", class: "small-button", text: L.remove, onclick: async () => {
+        if (!confirm(fmt(L.confirm_node, { node: `${n.ae_title} (${n.host}:${n.port})` }))) return;
         try { await Pulmo.api(`/api/dicom-nodes/${n.id}`, { method: "DELETE" }); await loadNodes(); say(msg, L.saved, "ok"); }
         catch (e) { say(msg, e.message, "error"); }
       } })))) : [el("tr", {}, el("td", { colspan: 5, class: "muted", text: L.none }))]));

@@ -18,7 +18,12 @@ const Pulmo = (() => {
     }
     if (!r.ok) {
       let msg = r.statusText;
-      try { const j = await r.json(); msg = typeof j.detail === "string" ? j.detail : JSON.stringify(j.detail); } catch (e) { /* not JSON */ }
+      try {
+        const j = await r.json();
+        msg = typeof j.detail === "string" ? j.detail
+          : Array.isArray(j.detail) ? j.detail.map(d => `${(d.loc || []).filter(x => x !== "body").join(".")}: ${d.msg}`).join("; ")
+          : JSON.stringify(j.detail);
+      } catch (e) { /* not JSON */ }
       const err = new Error(msg); err.status = r.status; throw err;
     }
     return r;

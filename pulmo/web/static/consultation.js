@@ -8,7 +8,9 @@
   const data = JSON.parse(document.getElementById("study-data").content.textContent);
   const id = data.study.id;
   const canShare = data.own && (data.role === "radiologist" || data.role === "clinician");
-  const when = (iso) => iso ? new Date(iso).toLocaleString() : "–";
+  const lang = document.documentElement.lang;
+  const when = (iso) => iso ? new Date(iso).toLocaleString(lang) : "–";
+  const shortWhen = (iso) => iso ? new Date(iso).toLocaleString(lang, { dateStyle: "short", timeStyle: "short" }) : "–";
 
   // ------------------------------------------------------------ participants (other organisations)
   async function loadShares() {
@@ -18,6 +20,7 @@
     const list = el("ul", { class: "plain", id: "participants" }, ...people.map(u => el("li", {},
       el("span", { text: `${u.username} · ${L[u.role] || u.role} · ${u.organisation}` }),
       canShare ? el("button", { type: "button", class: "link", text: L.remove, onclick: async () => {
+        if (!confirm(L.confirm_unshare.replace("{user}", u.username))) return;
         try { await Pulmo.api(`/api/studies/${id}/shares/${u.user_id}`, { method: "DELETE" }); loadShares(); }
         catch (e) { msg.textContent = e.message; msg.className = "error"; }
       } }) : null)));
@@ -72,10 +75,11 @@
       } catch (e) { msg.textContent = e.message; msg.className = "error"; }
     });
     const rows = links.map(k => el("tr", { "data-link": String(k.id) },
-      el("td", { text: k.token_hint + "…" }), el("td", { text: when(k.expires_at) }),
+      el("td", { text: k.token_hint + "…" }), el("td", { text: shortWhen(k.expires_at) }),
       el("td", { text: k.has_pin ? L.yes : L.no }),
       el("td", {}, el("span", { class: "tag link-" + k.state, text: L[k.state] || k.state })),
       el("td", {}, k.state === "active" ? el("button", { type: "button", class: "link", text: L.revoke, onclick: async () => {
+        if (!confirm(L.confirm_revoke)) return;
         try { await Pulmo.api(`/api/studies/${id}/share-links/${k.id}`, { method: "DELETE" }); loadLinks(); }
         catch (e) { msg.textContent = e.message; msg.className = "error"; }
       } }) : "")));

@@ -7,7 +7,7 @@
   const data = JSON.parse(document.getElementById("study-data").content.textContent);
   const id = data.study.id;
   const sec = document.getElementById("deliveries"), msg = document.getElementById("deliveries-msg");
-  const when = (iso) => iso ? new Date(iso.endsWith("Z") ? iso : iso + "Z").toLocaleString() : "–";
+  const when = (iso) => iso ? new Date(iso.endsWith("Z") ? iso : iso + "Z").toLocaleString(document.documentElement.lang) : "–";
   let timer = null;
 
   async function load() {

@@ -232,7 +232,7 @@
       () => Pulmo.api(`${api}/report/amend`, { method: "POST" }), L.amended) }));
     buttons.push(el("a", { href: `${api}/report.pdf`, class: "button", id: "report-pdf", text: L.pdf }));
     const state = draft ? tag("report-draft", L.draft) : tag("report-signed", L.signed);
-    const who = r.signed_by ? el("span", { class: "muted small", text: ` ${L.signed_by} ${r.signed_by}${r.signed_at ? " · " + new Date(r.signed_at).toLocaleString() : ""}` }) : null;
+    const who = r.signed_by ? el("span", { class: "muted small", text: ` ${L.signed_by} ${r.signed_by}${r.signed_at ? " · " + new Date(r.signed_at).toLocaleString(document.documentElement.lang) : ""}` }) : null;
     box.replaceChildren(el("p", {}, el("label", { for: "impression", text: L.impression }), " ", state, who), text,
       el("div", { class: "row form-actions" }, ...buttons, msg), el("p", { class: "statement", text: L.research_tool }));
   }

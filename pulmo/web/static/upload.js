@@ -14,10 +14,11 @@
     const mb = files.reduce((a, f) => a + f.size, 0) / 2 ** 20;
     chosen.textContent = files.length ? fmt(L.files, { n: files.length, mb: mb.toFixed(1) }) : "";
   };
-  input.addEventListener("change", () => { files = [...input.files]; show(); });
+  input.addEventListener("change", () => { files = [...input.files]; show(); say(""); });
+  form.addEventListener("input", (e) => { if (e.target !== input) say(""); });
   for (const ev of ["dragenter", "dragover"]) zone.addEventListener(ev, e => { e.preventDefault(); zone.classList.add("over"); });
   for (const ev of ["dragleave", "drop"]) zone.addEventListener(ev, e => { e.preventDefault(); zone.classList.remove("over"); });
-  zone.addEventListener("drop", e => { files = [...e.dataTransfer.files]; show(); });
+  zone.addEventListener("drop", e => { files = [...e.dataTransfer.files]; show(); say(""); });
 
   function clinical() {
     const box = document.getElementById("clinical");
