@@ -115,7 +115,15 @@ class Study(Base):
     patient: Mapped[Patient] = relationship(lazy="joined")
     __table_args__ = (UniqueConstraint("organisation_id", "study_uid"),
                       Index("ix_studies_worklist", "organisation_id", "priority", "received_at"),
-                      Index("ix_studies_status", "organisation_id", "status", "received_at"))
+                      Index("ix_studies_status", "organisation_id", "status", "received_at"),
+                      # the worklist's other orders and filters (migration 0003; on PostgreSQL the
+                      # percent and risk indexes are declared DESC NULLS LAST, as the worklist sorts)
+                      Index("ix_studies_received", "organisation_id", "received_at"),
+                      Index("ix_studies_percent", "organisation_id", "percent_involved", "received_at"),
+                      Index("ix_studies_risk", "organisation_id", "triage_prob30", "received_at"),
+                      Index("ix_studies_flag", "organisation_id", "flag", "priority", "received_at"),
+                      Index("ix_studies_status_priority", "organisation_id", "status", "priority", "received_at"),
+                      Index("ix_studies_org_patient", "organisation_id", "patient_id"))
 
 
 class Instance(Base):
@@ -256,6 +264,8 @@ class DicomNode(Base):
     host: Mapped[str] = mapped_column(String(255))
     port: Mapped[int] = mapped_column(Integer)
     role: Mapped[str] = mapped_column(String(12))
+    #: a DICOMweb destination: results go by STOW-RS to ``{stow_url}/studies`` instead of C-STORE
+    stow_url: Mapped[str | None] = mapped_column(String(500), nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     organisation: Mapped[Organisation] = relationship(lazy="joined")
     __table_args__ = (Index("ix_dicom_nodes_ae", "ae_title"),)

@@ -576,3 +576,46 @@ def test_orthanc_prior_fetched_for_comparison(tmp_path_factory, tmp_path):
         if server is not None:
             server.stop()
         orthanc.close()
+
+
+def test_stow_rs_destination_with_orthanc(sqlite_platform, demo_zip):
+    """A DICOMweb destination: the results go to Orthanc's STOW-RS (its DICOMweb plugin), a down
+    service is retried, and bad addresses are refused when the node is registered."""
+    from pulmo.web.models import Delivery
+    from pulmo.web.services import deliveries
+
+    if available():
+        pytest.skip(available())
+    p = sqlite_platform
+    c, admin = p.client, p.headers("admin")
+    for bad in ({"stow_url": "ftp://pacs/dicom-web"}, {"stow_url": "http://user:pw@pacs/dicom-web"},
+                {"stow_url": "http://pacs/dicom-web?x=1"}, {"stow_url": "http://pacs:99999/dicom-web"},
+                {"stow_url": "http://pacs/dicom-web", "role": "source"}, {"stow_url": 7}):
+        body = {"organisation": "Hospital A", "ae_title": "WEBPACS", "role": "destination", **bad}
+        assert c.post("/api/dicom-nodes", json=body, headers=admin).status_code == 422, bad
+    orthanc = OrthancServer()
+    try:
+        r = c.post("/api/dicom-nodes", json={"organisation": "Hospital A", "ae_title": "WEBPACS", "role": "destination",
+                                             "stow_url": f"{orthanc.url}/dicom-web/"}, headers=admin)
+        assert r.status_code == 201, r.text
+        assert r.json()["stow_url"] == f"{orthanc.url}/dicom-web" and r.json()["port"] == orthanc.http_port
+        sid = upload(p, demo_zip).json()["studies"][0]["id"]
+        analyse_all(p)
+        study_uid = c.get(f"/api/studies/{sid}", headers=p.headers("rad")).json()["study_uid"]
+        factory, storage, settings = p.app.state.sessions, p.app.state.storage, p.settings
+        orthanc.stop()                                             # the service is down: kept and retried
+        _due_now(p)
+        assert deliveries.run_due(factory, storage, settings) == 1
+        with factory() as s:
+            d = s.execute(select(Delivery)).scalar()
+            assert d.status == "pending" and d.attempts == 1 and "did not answer" in d.last_error
+        orthanc.start()
+        _due_now(p)
+        assert deliveries.run_due(factory, storage, settings) == 1
+        rows = c.get(f"/api/studies/{sid}/deliveries", headers=p.headers("rad")).json()
+        assert rows[0]["status"] == "sent" and rows[0]["instances"] == 4, rows
+        series = orthanc.series(study_uid)
+        modalities = sorted(s["MainDicomTags"].get("Modality", "") for s in series)
+        assert "SEG" in modalities and "SR" in modalities, modalities
+    finally:
+        orthanc.close()

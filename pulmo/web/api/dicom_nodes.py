@@ -20,9 +20,11 @@ router = APIRouter(prefix="/api", tags=["dicom"])
 class NewNode(BaseModel):
     organisation: str = Field(max_length=200, description="the organisation's name")
     ae_title: Any = Field(description="the node's AE title: 1 to 16 printable ASCII characters, no backslash")
-    host: Any = Field(description="host name or IP address")
-    port: Any = Field(description="TCP port, 1 to 65535")
+    host: Any = Field(None, description="host name or IP address (with stow_url: taken from it when absent)")
+    port: Any = Field(None, description="TCP port, 1 to 65535 (with stow_url: taken from it when absent)")
     role: Any = Field(description="source, destination or both")
+    stow_url: Any = Field(None, description="a DICOMweb destination's service root (http(s)://host:port/path): "
+                                            "results are sent by STOW-RS to {stow_url}/studies instead of C-STORE")
 
 
 class NodeOut(BaseModel):
@@ -32,6 +34,7 @@ class NodeOut(BaseModel):
     host: str
     port: int
     role: str
+    stow_url: str | None = None
     created_at: dt.datetime
 
 
@@ -51,7 +54,7 @@ class DeliveryOut(BaseModel):
 
 def _node(n: DicomNode) -> NodeOut:
     return NodeOut(id=n.id, organisation=n.organisation.name, ae_title=n.ae_title, host=n.host, port=n.port,
-                   role=n.role, created_at=n.created_at)
+                   role=n.role, stow_url=n.stow_url, created_at=n.created_at)
 
 
 def _delivery(d: Delivery) -> DeliveryOut:
@@ -66,7 +69,7 @@ def create_node(body: NewNode, request: Request, p: Principal = Depends(require_
                 session: Session = Depends(db, scope="function")) -> NodeOut:
     try:
         node = dicom_nodes.create(session, body.organisation, body.ae_title, body.host, body.port, body.role,
-                                  by=p.user, address=client_address(request))
+                                  by=p.user, address=client_address(request), stow_url=body.stow_url)
     except dicom_nodes.NodeError as exc:
         raise HTTPException(exc.status, str(exc)) from None
     return _node(node)

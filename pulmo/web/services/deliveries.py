@@ -1,5 +1,6 @@
 """Results out: the SEG, the SR and the Secondary Captures of every finished analysis, sent by
-DICOM C-STORE to each destination node of the study's organisation.
+DICOM C-STORE (or STOW-RS, for a node with a DICOMweb ``stow_url``) to each destination node of
+the study's organisation.
 
 One ``deliveries`` row per study and destination. When an analysis finishes
 (:func:`after_analysis`) or someone asks for a resend (:func:`resend`), the row goes (back) to
@@ -211,6 +212,47 @@ def send(datasets: list[pydicom.Dataset], node: DicomNode, calling_ae: str, time
     return stored
 
 
+def stow(datasets: list[pydicom.Dataset], node: DicomNode, timeout_s: float = 60.0) -> int:
+    """STOW-RS ``datasets`` to ``{node.stow_url}/studies`` in one request (PS3.18 10.5); how many
+    were stored. DeliveryError with a sentence when the service cannot be reached, answers an
+    HTTP error, or lists instances as failed."""
+    import io
+    import json
+    import secrets
+    import urllib.error
+    import urllib.request
+
+    boundary = "pulmo-" + secrets.token_hex(12)
+    body = io.BytesIO()
+    for ds in datasets:
+        buf = io.BytesIO()
+        ds.save_as(buf, enforce_file_format=True)
+        body.write(f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode())
+        body.write(buf.getvalue())
+        body.write(b"\r\n")
+    body.write(f"--{boundary}--\r\n".encode())
+    where = f"{node.ae_title} at {node.stow_url}"
+    request = urllib.request.Request(node.stow_url + "/studies", data=body.getvalue(), method="POST", headers={
+        "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
+        "Accept": "application/dicom+json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as r:
+            answer = r.read()
+    except urllib.error.HTTPError as exc:
+        raise DeliveryError(f"{where} answered HTTP {exc.code}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise DeliveryError(f"{where} did not answer ({getattr(reason, 'strerror', None) or reason})") from None
+    try:
+        result = json.loads(answer or b"{}")
+    except ValueError:
+        result = {}
+    failed = (result.get("00081198") or {}).get("Value") or [] if isinstance(result, dict) else []
+    if failed:
+        raise DeliveryError(f"{where} refused {len(failed)} of {len(datasets)} objects")
+    return len(datasets)
+
+
 def deliver_one(factory, storage, settings, delivery_id: int) -> bool:
     """Send one claimed delivery and record the outcome; True when it was sent."""
     from pulmo.web.db import transaction
@@ -231,7 +273,7 @@ def deliver_one(factory, storage, settings, delivery_id: int) -> bool:
     error, n = prep_error, 0
     if datasets is not None:
         try:
-            n = send(datasets, node, settings.dicom_ae_title)
+            n = stow(datasets, node) if node.stow_url else send(datasets, node, settings.dicom_ae_title)
         except DeliveryError as exc:
             error = str(exc)
         except Exception as exc:  # noqa: BLE001 - a network fault of any kind: retried

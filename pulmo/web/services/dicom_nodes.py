@@ -74,9 +74,39 @@ def check_role(value) -> str:
     return value
 
 
+def check_stow_url(value) -> str:
+    """A DICOMweb service root (``http(s)://host[:port]/path``, where ``/studies`` takes STOW-RS)."""
+    from urllib.parse import urlsplit
+
+    if not isinstance(value, str) or not 0 < len(value.strip()) <= 500:
+        raise NodeError("stow_url must be the DICOMweb address of the destination, e.g. http://pacs:8042/dicom-web")
+    url = value.strip().rstrip("/")
+    try:
+        parts = urlsplit(url)
+        parts.port   # noqa: B018 - raises on a bad port
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment \
+            or any(c.isspace() or ord(c) < 32 for c in url):
+        raise NodeError("stow_url must be an http or https address without query, e.g. http://pacs:8042/dicom-web")
+    if parts.username or parts.password:
+        raise NodeError("stow_url may not hold a user name or password")
+    return url
+
+
 def create(session: Session, organisation: str, ae_title, host, port, role, by: User | None = None,
-           address: str = "") -> DicomNode:
-    """Register a node (checked as the module says); audited."""
+           address: str = "", stow_url=None) -> DicomNode:
+    """Register a node (checked as the module says); audited. With ``stow_url`` the node is a
+    DICOMweb destination (results by STOW-RS); its host and port default to the URL's."""
+    if stow_url is not None:
+        from urllib.parse import urlsplit
+
+        stow_url = check_stow_url(stow_url)
+        if role != "destination":
+            raise NodeError("a DICOMweb (stow_url) node is a destination: role must be destination")
+        u = urlsplit(stow_url)
+        host = host if host not in (None, "") else u.hostname
+        port = port if port not in (None, "") else (u.port or (443 if u.scheme == "https" else 80))
     title, host, port, role = check_ae_title(ae_title), check_host(host), check_port(port), check_role(role)
     org = accounts.organisation(session, organisation)
     if not accounts.in_scope(by, org.id):
@@ -90,11 +120,12 @@ def create(session: Session, organisation: str, ae_title, host, port, role, by: 
             raise NodeError(f"the AE title {title} already names a source node (id {other.id}); the calling AE "
                             "title of a source must be unique, since it decides which organisation the "
                             "instances belong to", 409)
-    node = DicomNode(organisation_id=org.id, ae_title=title, host=host, port=port, role=role)
+    node = DicomNode(organisation_id=org.id, ae_title=title, host=host, port=port, role=role, stow_url=stow_url)
     session.add(node)
     session.flush()
     audit.record(session, "dicom_node.create", by, "dicom_node", node.id, address,
-                 {"organisation": org.name, "ae_title": title, "host": host, "port": port, "role": role},
+                 {"organisation": org.name, "ae_title": title, "host": host, "port": port, "role": role,
+                  "stow_url": stow_url},
                  organisation_id=org.id)
     return node
 

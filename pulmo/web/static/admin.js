@@ -69,7 +69,7 @@
     let nodes;
     try { nodes = await Pulmo.json("/api/dicom-nodes"); } catch (e) { body.replaceChildren(el("tr", {}, el("td", { colspan: 5, class: "error", text: e.message }))); return; }
     body.replaceChildren(...(nodes.length ? nodes.map(n => el("tr", { "data-node": n.ae_title },
-      el("td", { text: n.organisation }), el("td", {}, el("code", { text: n.ae_title })), el("td", { text: `${n.host}:${n.port}` }),
+      el("td", { text: n.organisation }), el("td", {}, el("code", { text: n.ae_title })), el("td", { text: n.stow_url ? `${n.stow_url} (STOW-RS)` : `${n.host}:${n.port}` }),
       el("td", { text: L[n.role] || n.role }),
       el("td", {}, el("button", { type: "button", class: "small-button", text: L.remove, onclick: async () => {
         if (!confirm(fmt(L.confirm_node, { node: `${n.ae_title} (${n.host}:${n.port})` }))) return;
@@ -81,7 +81,10 @@
     ev.preventDefault();
     const f = ev.target, msg = document.getElementById("node-msg");
     const body = { organisation: f.elements.organisation.value.trim(), ae_title: f.elements.ae_title.value.trim(),
-      host: f.elements.host.value.trim(), port: Number(f.elements.port.value), role: f.elements.role.value };
+      role: f.elements.role.value };
+    const stow = f.elements.stow_url.value.trim();
+    if (stow) body.stow_url = stow;
+    if (!stow || f.elements.host.value.trim()) { body.host = f.elements.host.value.trim(); body.port = Number(f.elements.port.value); }
     try { await Pulmo.api("/api/dicom-nodes", { method: "POST", json: body }); f.reset(); say(msg, L.created, "ok"); await loadNodes(); }
     catch (e) { say(msg, e.message, "error"); }
   });
