@@ -6,7 +6,8 @@
 #     Playwright without downloading a browser), fonts-noto-cjk (Chinese pages in screenshots),
 #     poppler-utils (PDF reports to PNG), orthanc + orthanc-dicomweb (the PACS peer of the DICOM tests);
 #   - a virtual environment in .venv with Pulmo and its test + training extras;
-#   - with the test extra and npm: s3rver (a real S3-compatible server for the tests) under .cache/node.
+#   - with the test extra and npm: s3rver (a real S3-compatible server for the tests) under .cache/node,
+#     and the OHIF viewer (scripts/build_ohif.sh) under pulmo/web/ohif.
 # Safe to run again: it installs only what is missing.
 # Set PULMO_SKIP_APT=1 to skip the system packages (tests that need them then skip).
 set -euo pipefail
@@ -46,5 +47,9 @@ if [[ ",$EXTRAS," == *",test,"* ]] && command -v npm >/dev/null 2>&1 && [ ! -x .
   # s3rver: a real S3-compatible server for the object-storage tests (test tool only, not shipped)
   npm install --silent --no-audit --no-fund --prefix .cache/node s3rver@3.7.1 >/dev/null 2>&1 \
     || echo "setup: s3rver could not be installed; object-storage tests will skip."
+fi
+if [[ ",$EXTRAS," == *",test,"* ]] && command -v npm >/dev/null 2>&1 && [ ! -f "${PULMO_OHIF_DIR:-pulmo/web/ohif}/index.html" ]; then
+  # the OHIF viewer (optional for users; the tests open Pulmo's studies in it): pinned npm package, checked
+  bash scripts/build_ohif.sh >/dev/null 2>&1 || echo "setup: the OHIF viewer could not be installed; its tests will skip."
 fi
 echo "setup: done (activate with: . .venv/bin/activate)"

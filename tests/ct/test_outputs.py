@@ -51,6 +51,11 @@ def test_seg_reads_back(analyzed, phantom_data, phantom_dicom):
     assert labels[:2] == ["right lung", "left lung"] and len(labels) == 2 + 6 + 2
     assert labels[-2:] == ["ground-glass opacity", "consolidation"]
     assert seg.SegmentsOverlap == "YES" and seg.SegmentationType == "BINARY"
+    # every segment carries the colour Pulmo's viewer draws it in (viewers such as OHIF use it)
+    colours = [hd.color.CIELabColor.from_dicom_value(d.RecommendedDisplayCIELabValue).to_rgb()
+               for d in seg.SegmentSequence]
+    assert colours[-2][0] > 200 and colours[-2][1] > 150 and colours[-2][2] < 80    # ground glass: yellow
+    assert colours[-1][0] > 180 and colours[-1][1] < 90                             # consolidation: red
     headers = sorted((pydicom.dcmread(p, stop_before_pixels=True) for p in phantom_dicom.iterdir()),
                      key=lambda h: float(h.ImagePositionPatient[2]))
     ref = {r.ReferencedSOPInstanceUID for r in seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence}

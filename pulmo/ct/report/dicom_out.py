@@ -39,16 +39,25 @@ SEVERITY = CodedConcept("PULMO005", "99PULMO", "CT severity score")
 REGION_SCORE = CodedConcept("PULMO006", "99PULMO", "Region severity score 0-5")
 
 
+#: Display colours of the segments (sRGB), as Pulmo's own viewer and key images draw them.
+LUNG_RGB = {1: (40, 120, 255), 2: (40, 200, 120)}                  # right blue, left green
+LESION_RGB = {"ground-glass": (255, 210, 0), "consolidation": (230, 40, 40)}
+NODULE_RGB = (230, 0, 230)
+REGION_RGB = ((66, 133, 244), (171, 71, 188), (0, 172, 193), (124, 179, 66), (255, 167, 38), (141, 110, 99))
+
+
 def _seg_specs(name: str, region_kind: str) -> list[SegmentSpec]:
     if name == "lungs":
-        return [SegmentSpec(k, v, ANATOMY, RIGHT_LUNG if k == 1 else LEFT_LUNG) for k, v in LUNG_LABELS.items()]
+        return [SegmentSpec(k, v, ANATOMY, RIGHT_LUNG if k == 1 else LEFT_LUNG, LUNG_RGB.get(k))
+                for k, v in LUNG_LABELS.items()]
     if name == "nodules":
-        return [SegmentSpec(1, NODULE_LABEL, ABNORMAL, NODULE)]
+        return [SegmentSpec(1, NODULE_LABEL, ABNORMAL, NODULE, NODULE_RGB)]
     if name == "regions":
         names = LOBE_LABELS if region_kind == "lobes" else ZONE_LABELS
-        return [SegmentSpec(k, v, ANATOMY, RIGHT_LUNG if v.startswith("right") else LEFT_LUNG)
-                for k, v in names.items()]
-    return [SegmentSpec(k, v, ABNORMAL, LESION) for k, v in LESION_LABELS.items()]
+        return [SegmentSpec(k, v, ANATOMY, RIGHT_LUNG if v.startswith("right") else LEFT_LUNG,
+                            REGION_RGB[i % len(REGION_RGB)]) for i, (k, v) in enumerate(names.items())]
+    return [SegmentSpec(k, v, ABNORMAL, LESION, next((c for n, c in LESION_RGB.items() if n in v.lower()), None))
+            for k, v in LESION_LABELS.items()]
 
 
 SEG_FILE = "seg.dcm"

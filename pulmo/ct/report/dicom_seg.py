@@ -57,6 +57,8 @@ class SegmentSpec:
     label: str
     category: hd.sr.CodedConcept
     property_type: hd.sr.CodedConcept
+    #: the colour viewers should show it in (sRGB 0-255; written as Recommended Display CIELab Value)
+    colour_rgb: tuple[int, int, int] | None = None
 
 
 @dataclass
@@ -163,7 +165,8 @@ def _description(number: int, spec: SegmentSpec, method: str) -> hd.seg.SegmentD
     return hd.seg.SegmentDescription(
         segment_number=number, segment_label=spec.label[:64], segmented_property_category=spec.category,
         segmented_property_type=spec.property_type, algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
-        algorithm_identification=algorithm, tracking_uid=hd.UID(), tracking_id=spec.label[:64])
+        algorithm_identification=algorithm, tracking_uid=hd.UID(), tracking_id=spec.label[:64],
+        display_color=hd.color.CIELabColor.from_rgb(*spec.colour_rgb) if spec.colour_rgb else None)
 
 
 def _pack_frames(frames) -> bytes:

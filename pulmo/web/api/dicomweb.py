@@ -163,8 +163,11 @@ def retrieve_instance(study_uid: str, series_uid: str, sop_uid: str, request: Re
 def _metadata(request, session, p, study_uid, series_uid=None, sop_uid=None):
     study = _study(session, p, study_uid)
     base = _base(request)
-    return _json([dicomweb.metadata_json(i, base, study.study_uid)
-                  for i in _items(session, request, study, series_uid, sop_uid)])
+    its = _items(session, request, study, series_uid, sop_uid)
+    # a viewer reads a study through its metadata (then frames, not audited one by one): a view
+    audit.record(session, "study.dicomweb_metadata", p.user, "study", study.id, client_address(request),
+                 {"series": series_uid or "", "instance": sop_uid or "", "instances": len(its)})
+    return _json([dicomweb.metadata_json(i, base, study.study_uid) for i in its])
 
 
 @router.get("/studies/{study_uid}/metadata", summary="WADO-RS: metadata of a study")
