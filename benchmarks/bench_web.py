@@ -281,13 +281,25 @@ def bench_upload(api: Api, zips: list[bytes], slices: int) -> dict:
     return {"summary": s, "ids": ids}
 
 
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) used so far by process ``pid`` (Linux)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
 def bench_slices(url: str, users: list[tuple[str, str]], study_id: int, steps: int, think_ms: float,
-                 seed: int = 7) -> dict:
+                 seed: int = 7, encoding: str = "gzip", server_pid: int | None = None) -> dict:
     """Every user scrolls ``steps`` axial slices from a random start (both the HU slice and the
-    overlay slice at each step, one after the other), pausing ``think_ms`` between steps."""
+    overlay slice at each step, one after the other), pausing ``think_ms`` between steps.
+    ``encoding``: the Accept-Encoding sent (browsers send gzip; "identity": uncompressed)."""
     import httpx
 
     apis = [Api(url, u, pw) for u, pw in users]
+    for a in apis:
+        a.http.headers["Accept-Encoding"] = encoding
     meta = apis[0].http.get(f"/api/studies/{study_id}/viewer").json()
     nz = meta["shape"][0]
     per_kind: dict[str, list[float]] = {"hu": [], "labels": []}
@@ -324,20 +336,24 @@ def bench_slices(url: str, users: list[tuple[str, str]], study_id: int, steps: i
             per_step.extend(mine_step)
 
     threads = [threading.Thread(target=user, args=(i,)) for i in range(len(apis))]
+    cpu0 = cpu_s(server_pid) if server_pid else float("nan")
     t0 = time.perf_counter()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     wall = time.perf_counter() - t0
+    server_cpu = (cpu_s(server_pid) - cpu0) if server_pid else float("nan")
     for a in apis:
         a.close()
     if errors:
         raise RuntimeError(f"slice errors: {errors[:5]}")
     every = per_kind["hu"] + per_kind["labels"]
-    return {"users": len(users), "steps_per_user": steps, "think_ms": think_ms, "slice_shape": meta["shape"][1:],
-            "per_request": summary(every), "hu": summary(per_kind["hu"]), "labels": summary(per_kind["labels"]),
-            "per_step_hu_and_labels": summary(per_step), "requests_per_s": round(len(every) / wall, 1)}
+    return {"users": len(users), "steps_per_user": steps, "think_ms": think_ms, "encoding": encoding,
+            "slice_shape": meta["shape"][1:], "per_request": summary(every), "hu": summary(per_kind["hu"]),
+            "labels": summary(per_kind["labels"]), "per_step_hu_and_labels": summary(per_step),
+            "requests_per_s": round(len(every) / wall, 1),
+            "server_cpu_ms_per_request": round(1000 * server_cpu / len(every), 2)}
 
 
 def explain(data_dir: Path, database_url: str | None) -> None:
@@ -429,9 +445,13 @@ def run_backend(name: str, args, tmp: Path, zips: list[bytes], pg) -> dict:
         # (c) concurrent slice browsing, with the full database
         print(f"[{name}] {args.users} users browsing slices ...", flush=True)
         readers = [(f"reader{i:02d}", PASSWORD) for i in range(args.users)]
-        out["slices"] = bench_slices(server.url, readers, up["ids"][0], args.steps, 0.0)
+        pid, sid = server.process.pid, up["ids"][0]
+        out["slices_one_user"] = bench_slices(server.url, readers[:1], sid, args.steps, 0.0, server_pid=pid)
+        out["slices"] = bench_slices(server.url, readers, sid, args.steps, 0.0, server_pid=pid)
         if args.think_ms:
-            out["slices_paced"] = bench_slices(server.url, readers, up["ids"][0], args.steps, args.think_ms)
+            out["slices_paced"] = bench_slices(server.url, readers, sid, args.steps, args.think_ms, server_pid=pid)
+        out["slices_identity"] = bench_slices(server.url, readers, sid, args.steps, 0.0, encoding="identity",
+                                              server_pid=pid)
         rad.close()
     finally:
         server.stop()
@@ -442,28 +462,33 @@ def report(results: list[dict], info: dict) -> None:
     print(f"\nmachine: {info['cpu']}, {info['cpus']} CPUs, {info['memory']}; load average before: "
           f"{info['load_before']}; client and server on the same machine")
     for res in results:
-        db = res["database"]
-        print(f"\n## {res['backend']}: {db['studies']:,} studies ({db['visible_to_rad']:,} visible to the user), "
-              f"{db['patients']:,} patients, {db['jobs']:,} job rows")
-        print("\n| worklist request | total | median ms | p95 ms | max ms |")
+        report_backend(res)
+
+
+def report_backend(res: dict) -> None:
+    db = res["database"]
+    print(f"\n## {res['backend']}: {db['studies']:,} studies ({db['visible_to_rad']:,} visible to the user), "
+          f"{db['patients']:,} patients, {db['jobs']:,} job rows")
+    print("\n| worklist request | total | median ms | p95 ms | max ms |")
+    print("|---|---|---|---|---|")
+    for label, s in res["worklist"].items():
+        print(f"| {label} | {s.get('total', '')} | {s['median_ms']} | {s['p95_ms']} | {s['max_ms']} |")
+    u = res["upload"]
+    print(f"\nupload of a {u['zip_mib']} MiB zip: stored and queued in median {u['median_ms'] / 1000:.2f} s, "
+          f"max {u['max_ms'] / 1000:.2f} s ({u['each_s']} s); analysis after: {res['analysis_s_per_study']} s per study")
+    for key in ("slices_one_user", "slices", "slices_paced", "slices_identity"):
+        if key not in res:
+            continue
+        s = res[key]
+        paced = f", {s['think_ms']:.0f} ms pause per step" if s["think_ms"] else ", no pause"
+        print(f"\n{s['users']} user(s) x {s['steps_per_user']} steps{paced}, Accept-Encoding {s['encoding']} "
+              f"({s['slice_shape'][0]}x{s['slice_shape'][1]} slices; {s['requests_per_s']} requests/s; server CPU "
+              f"{s['server_cpu_ms_per_request']} ms per request):")
+        print("| slice request | n | median ms | p95 ms | max ms |")
         print("|---|---|---|---|---|")
-        for label, s in res["worklist"].items():
-            print(f"| {label} | {s.get('total', '')} | {s['median_ms']} | {s['p95_ms']} | {s['max_ms']} |")
-        u = res["upload"]
-        print(f"\nupload of a {u['zip_mib']} MiB zip: stored and queued in median {u['median_ms'] / 1000:.2f} s, "
-              f"max {u['max_ms'] / 1000:.2f} s ({u['each_s']} s); analysis after: {res['analysis_s_per_study']} s per study")
-        for key in ("slices", "slices_paced"):
-            if key not in res:
-                continue
-            s = res[key]
-            paced = f", {s['think_ms']:.0f} ms pause per step" if s["think_ms"] else ", no pause"
-            print(f"\n{s['users']} users x {s['steps_per_user']} steps{paced} ({s['slice_shape'][0]}x{s['slice_shape'][1]}"
-                  f" slices; {s['requests_per_s']} requests/s):")
-            print("| slice request | n | median ms | p95 ms | max ms |")
-            print("|---|---|---|---|---|")
-            for label in ("per_request", "hu", "labels", "per_step_hu_and_labels"):
-                v = s[label]
-                print(f"| {label.replace('_', ' ')} | {v['n']} | {v['median_ms']} | {v['p95_ms']} | {v['max_ms']} |")
+        for label in ("per_request", "hu", "labels", "per_step_hu_and_labels"):
+            v = s[label]
+            print(f"| {label.replace('_', ' ')} | {v['n']} | {v['median_ms']} | {v['p95_ms']} | {v['max_ms']} |")
 
 
 def main() -> int:
@@ -498,6 +523,7 @@ def main() -> int:
             pg = PostgresServer()
         for i, name in enumerate(backends):
             results.append(run_backend(name, args, tmp, zips[i * args.uploads:(i + 1) * args.uploads], pg))
+            report_backend(results[-1])
     finally:
         if pg is not None:
             pg.stop()
@@ -507,6 +533,7 @@ def main() -> int:
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             print(f"data kept in {tmp}")
+    print("\n# all backends")
     report(results, info)
     if args.json:
         args.json.write_text(json.dumps({"machine": info, "args": {k: str(v) for k, v in vars(args).items()},
