@@ -166,8 +166,7 @@ def share_viewer_slice(kind: str, axis: str, index: int, request: Request,
                        study: Study = Depends(shared_study)) -> Response:
     from pulmo.web.api.viewer import slice_response
 
-    data, rows, cols = viewer.slice_bytes(request.app.state.storage, study, kind, axis, index)
-    return slice_response(data, rows, cols, kind)
+    return slice_response(request, study, kind, axis, index)
 
 
 @router.get("/share/{token}/key-slices")

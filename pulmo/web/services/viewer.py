@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
+import zlib
 from collections import OrderedDict
 from pathlib import Path
 
@@ -66,3 +67,35 @@ def slice_bytes(storage, study: Study, kind: str, axis: str, index: int) -> tupl
     sl = arr[index] if axis == "axial" else arr[::-1, index, :]
     data = np.ascontiguousarray(sl).astype("<i2" if kind == "hu" else np.uint8, copy=False).tobytes()
     return data, sl.shape[0], sl.shape[1]
+
+
+#: Encoded slices kept in memory (bytes): many users scrolling one study share the work.
+SLICE_CACHE_BYTES = 256 << 20
+_SLICES: OrderedDict = OrderedDict()
+_SLICES_SIZE = [0]
+
+
+def slice_payload(storage, study: Study, kind: str, axis: str, index: int, gzip: bool) -> tuple[bytes, int, int]:
+    """:func:`slice_bytes`, gzip-compressed when ``gzip`` (the browser accepts it), from a cache
+    of recent slices keyed by the study's analysis: a slice is read and compressed once, not at
+    every request."""
+    version = str(study.updated_at)   # changes whenever the study does (a new analysis included)
+    key = (study.id, version, kind, axis, int(index), gzip)
+    with _LOCK:
+        hit = _SLICES.pop(key, None)
+        if hit is not None:
+            _SLICES[key] = hit
+            return hit
+    data, rows, cols = slice_bytes(storage, study, kind, axis, index)
+    if gzip:
+        c = zlib.compressobj(1, zlib.DEFLATED, 31)   # gzip wrapper, fastest level (as the middleware)
+        data = c.compress(data) + c.flush()
+    out = (data, rows, cols)
+    with _LOCK:
+        if key not in _SLICES:
+            _SLICES[key] = out
+            _SLICES_SIZE[0] += len(data)
+        while _SLICES_SIZE[0] > SLICE_CACHE_BYTES and _SLICES:
+            _, (old, _, _) = _SLICES.popitem(last=False)
+            _SLICES_SIZE[0] -= len(old)
+    return out
