@@ -195,6 +195,7 @@ def test_consultation(platform, demo_zip):
     assert sid in [s["id"] for s in c.get("/api/studies", headers=h("rad_b")).json()["items"]]
     assert c.get(f"/api/studies/{sid}", headers=h("clin_b")).status_code == 404
     assert c.get(f"/api/studies/{sid}/viewer", headers=h("rad_b")).status_code == 200
+    assert c.get(f"/api/studies/{sid}/viewer/hu/axial/5", headers=h("rad_b")).status_code == 200
     # ... but may not pass it on, make share links, or sign the owner's report
     assert c.post(shares, json={"username": "clin_b"}, headers=h("rad_b")).status_code == 403
     assert c.post(f"/api/studies/{sid}/share-links", headers=h("rad_b")).status_code == 403
@@ -225,6 +226,7 @@ def test_consultation(platform, demo_zip):
     assert c.delete(f"{shares}/{rb_id}", headers=h("rad_b")).status_code == 403
     assert c.delete(f"{shares}/{rb_id}", headers=h("rad")).json() == []
     assert c.get(f"/api/studies/{sid}", headers=h("rad_b")).status_code == 404
+    assert c.get(f"/api/studies/{sid}/viewer/hu/axial/5", headers=h("rad_b")).status_code == 404
     assert c.delete(f"{shares}/{rb_id}", headers=h("rad")).status_code == 404
 
     done = actions(platform, sid)

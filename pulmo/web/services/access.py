@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fastapi import HTTPException
-from sqlalchemy import or_, select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from pulmo.web.models import Study, StudyShare, User
@@ -75,17 +75,17 @@ def slice_access(engine, token_hash: str, via: str, study_id: int, now) -> Study
 
     t = (ApiToken if via == "token" else WebSession).__table__
     u, st, sh = User.__table__, Study.__table__, StudyShare.__table__
-    who = select(u.c.id, u.c.organisation_id).join(t, t.c.user_id == u.c.id).where(
-        t.c.id == token_hash, t.c.expires_at >= now, u.c.active.is_(True))
+    sid = study_id if 0 < study_id < 2**63 else 0
+    shared = select(sh.c.id).where(sh.c.study_id == st.c.id, sh.c.user_id == u.c.id).exists()
+    # one round trip: the caller (no row: no valid credentials) and the study if they may see it
+    query = (select(u.c.id, st.c.id, st.c.organisation_id, st.c.status, st.c.updated_at)
+             .select_from(u.join(t, t.c.user_id == u.c.id)
+                          .outerjoin(st, and_(st.c.id == sid, or_(st.c.organisation_id == u.c.organisation_id, shared))))
+             .where(t.c.id == token_hash, t.c.expires_at >= now, u.c.active.is_(True)))
     if via == "token":
-        who = who.where(t.c.revoked.is_(False))
+        query = query.where(t.c.revoked.is_(False))
     with engine.connect() as conn:
-        user = conn.execute(who).first()
-        if user is None:
-            return False
-        if not 0 < study_id < 2**63:
-            return None
-        shared = select(sh.c.id).where(sh.c.study_id == st.c.id, sh.c.user_id == user.id).exists()
-        row = conn.execute(select(st.c.id, st.c.organisation_id, st.c.status, st.c.updated_at).where(
-            st.c.id == study_id, or_(st.c.organisation_id == user.organisation_id, shared))).first()
-    return StudyRef(*row) if row is not None else None
+        row = conn.execute(query).first()
+    if row is None:
+        return False
+    return StudyRef(*row[1:]) if row[1] is not None else None
