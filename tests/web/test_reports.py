@@ -14,7 +14,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from sqlalchemy import select
-from web_kit import analyse_all, upload
+from web_kit import analyse_all, analysed_study, upload
 
 from pulmo.web.db import transaction
 from pulmo.web.models import AuditEntry, Organisation, Patient, Study, StudyShare, User
@@ -60,15 +60,6 @@ def render_pages(data: bytes, name: str) -> list[Path]:
         old.unlink()
     subprocess.run(["pdftoppm", "-r", "80", "-png", str(pdf), str(SCREENS / name)], check=True, timeout=120)
     return sorted(SCREENS.glob(f"{name}-*.png"))
-
-
-def analysed_study(platform, demo_zip, user: str = "rad") -> int:
-    r = upload(platform, demo_zip, user)
-    assert r.status_code == 201, r.text
-    analyse_all(platform)
-    sid = r.json()["id"]
-    assert platform.client.get(f"/api/studies/{sid}", headers=platform.headers(user)).json()["status"] == "done"
-    return sid
 
 
 def share(platform, sid: int, username: str) -> None:

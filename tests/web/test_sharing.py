@@ -9,22 +9,13 @@ import datetime as dt
 import re
 
 from sqlalchemy import select, update
-from web_kit import analyse_all, upload
+from web_kit import analysed_study
 
 from pulmo.web.db import transaction
 from pulmo.web.models import AuditEntry, ShareLink
 
 CLINICAL = {"age": 71, "xray_abnormality": 1, "dyspnea": 1, "comorbidities": 2, "malignancy": 0, "copd": 1,
             "nlr": 9.1, "ldh": 420, "direct_bilirubin": 6.0, "creatine_kinase": 150}
-
-
-def analysed(platform, demo_zip, user="rad") -> int:
-    r = upload(platform, demo_zip, user)
-    assert r.status_code == 201, r.text
-    analyse_all(platform)
-    sid = r.json()["id"]
-    assert platform.client.get(f"/api/studies/{sid}", headers=platform.headers(user)).json()["status"] == "done"
-    return sid
 
 
 def actions(platform, sid) -> list[str]:
@@ -42,7 +33,7 @@ def fresh_client(platform):
 
 def test_share_links(platform, demo_zip, tmp_path):
     c, h = platform.client, platform.headers
-    sid = analysed(platform, demo_zip)
+    sid = analysed_study(platform, demo_zip)
     assert c.put(f"/api/studies/{sid}/clinical", json=CLINICAL, headers=h("rad")).status_code == 200
     url = f"/api/studies/{sid}/share-links"
 
@@ -168,7 +159,7 @@ def test_share_links(platform, demo_zip, tmp_path):
 
 def test_consultation(platform, demo_zip):
     c, h = platform.client, platform.headers
-    sid = analysed(platform, demo_zip)
+    sid = analysed_study(platform, demo_zip)
     shares, comments = f"/api/studies/{sid}/shares", f"/api/studies/{sid}/comments"
     mine = c.get(f"/api/studies/{sid}", headers=h("rad")).json()
 

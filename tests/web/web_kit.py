@@ -127,6 +127,16 @@ def analyse_all(platform: Platform) -> None:
     run_worker(platform.settings, once=True)
 
 
+def analysed_study(platform: Platform, data: bytes, user: str = "rad") -> int:
+    """Upload ``data`` as ``user``, analyse it here, and return the study's id (checked done)."""
+    r = upload(platform, data, user)
+    assert r.status_code == 201, r.text
+    analyse_all(platform)
+    sid = r.json()["id"]
+    assert platform.client.get(f"/api/studies/{sid}", headers=platform.headers(user)).json()["status"] == "done"
+    return sid
+
+
 @dataclass
 class LiveServer:
     url: str
