@@ -76,3 +76,39 @@ def test_triage_calculator_scores_without_a_model(platform):
     assert out["prediction"] is None and out["model"]["installed"] is False
     assert "cojocchen/covid19_critically_ill" in out["model"]["repository"]
     assert out["scores"]["curb65"]["total"] == 5
+
+
+def test_an_upload_to_a_queued_study_is_not_missed_by_a_worker_claiming_it(platform, demo_zip):
+    """PostgreSQL: while an upload adds instances to a study whose job is still queued, a worker
+    claiming that job waits for the upload's commit (so it analyses what was added); SQLite
+    serialises writers anyway."""
+    import threading
+    import time
+
+    from sqlalchemy import select
+
+    from pulmo.web.db import transaction
+    from pulmo.web.models import Job, Study
+    from pulmo.web.services import jobs
+
+    if platform.settings.url.startswith("sqlite"):
+        pytest.skip("SQLite serialises writers: there is no such race to test")
+    sid = upload(platform, demo_zip).json()["id"]
+    factory = platform.app.state.sessions
+    claimed_at = []
+    with transaction(factory) as upload_tx:
+        study = upload_tx.get(Study, sid)
+        assert jobs.enqueue(upload_tx, study) is None          # one is waiting: locked, not duplicated
+        job_id = upload_tx.execute(select(Job.id).where(Job.study_id == sid)).scalar()
+
+        def worker():
+            with transaction(factory) as s:
+                jobs.claim_job(s, job_id, "test-worker")
+            claimed_at.append(time.monotonic())
+        t = threading.Thread(target=worker)
+        t.start()
+        time.sleep(1.0)
+        assert claimed_at == []                                # the claim waits for the upload
+        committed_at = time.monotonic()
+    t.join(10)
+    assert claimed_at and claimed_at[0] >= committed_at

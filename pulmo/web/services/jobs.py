@@ -22,7 +22,12 @@ from pulmo.web.models import Job, Study, utcnow
 def enqueue(session: Session, study: Study) -> Job | None:
     """Queue an analysis of ``study`` unless one is already waiting (a running one finishes and
     a new one analyses what arrived since)."""
-    waiting = session.execute(select(Job).where(Job.study_id == study.id, Job.state == "queued")).scalar()
+    waiting = select(Job).where(Job.study_id == study.id, Job.state == "queued")
+    if session.bind.dialect.name == "postgresql":
+        # locked: a worker claiming it meanwhile either waits for this commit (and then analyses
+        # what it added) or has claimed it already (the row is no longer queued: a new job is made)
+        waiting = waiting.with_for_update()
+    waiting = session.execute(waiting).scalar()
     if waiting is not None:
         return None
     job = Job(study_id=study.id)
