@@ -185,6 +185,9 @@ def _serve(args) -> int:
         print(f"pulmo: error: {ENV['triage_model']}: {settings.triage_model} is not a file", file=sys.stderr)
         return 2
     app = create_app(settings)
+    from pulmo.web.services.ingest import remove_stale_temp
+
+    remove_stale_temp()   # left by a process killed mid-upload or mid-analysis
     with transaction(app.state.sessions) as s:
         admin, generated = accounts.bootstrap_admin(s, os.environ.get(ENV["admin_password"], ""))
         demo_ids = []
@@ -291,6 +294,9 @@ def _worker(args) -> int:
 
     settings = settings_from(args)
     migrate(make_engine(settings.url))
+    from pulmo.web.services.ingest import remove_stale_temp
+
+    remove_stale_temp()   # left by a worker killed mid-analysis
     if not args.once:
         from pulmo.web.services.deliveries import Sender
 

@@ -112,3 +112,20 @@ def test_an_upload_to_a_queued_study_is_not_missed_by_a_worker_claiming_it(platf
         committed_at = time.monotonic()
     t.join(10)
     assert claimed_at and claimed_at[0] >= committed_at
+
+
+def test_stale_temporary_folders_are_removed(tmp_path):
+    import os
+    import time
+
+    from pulmo.web.services.ingest import remove_stale_temp
+
+    old, young, other = tmp_path / "pulmo-upload-abc", tmp_path / "pulmo-study-def", tmp_path / "pulmo-data"
+    for d in (old, young, other):
+        d.mkdir()
+        (d / "f").write_bytes(b"x")
+    past = time.time() - 3 * 86400
+    os.utime(old, (past, past))
+    os.utime(other, (past, past))
+    assert remove_stale_temp(24, tmp_path) == 1
+    assert not old.exists() and young.exists() and other.exists()   # a live one and the user's data stay

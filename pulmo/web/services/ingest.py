@@ -180,3 +180,34 @@ def ingest(session: Session, storage, org_id: int, files: list[tuple[str, Path]]
                                               Instance.sop_uid.in_([p.sop_uid for p in parsed])).distinct()).all()
             result.studies = [{"id": sid, "study_uid": uid, "new_instances": 0} for sid, uid in existing]
     return result
+
+
+#: Temporary folders of the platform's requests and jobs (``tempfile`` names them prefix + random).
+TEMP_PREFIXES = ("pulmo-upload-", "pulmo-ingest-", "pulmo-study-", "pulmo-compare-", "pulmo-stow-", "pulmo-model-",
+                 "pulmo-demo-")
+
+
+def remove_stale_temp(older_than_h: float = 24.0, folder: Path | None = None) -> int:
+    """Delete the platform's temporary folders untouched for ``older_than_h`` hours: what a
+    process killed in the middle of an upload or an analysis left behind (a live request's folder
+    is younger). Returns how many were removed; one that cannot be removed is left."""
+    import shutil
+    import tempfile
+    import time
+
+    root = Path(folder or tempfile.gettempdir())
+    limit = time.time() - older_than_h * 3600
+    removed = 0
+    try:
+        entries = list(root.iterdir())
+    except OSError:
+        return 0
+    for entry in entries:
+        try:
+            if entry.name.startswith(TEMP_PREFIXES) and entry.is_dir() and not entry.is_symlink() \
+                    and entry.stat().st_mtime < limit:
+                shutil.rmtree(entry)
+                removed += 1
+        except OSError:
+            continue
+    return removed
