@@ -205,6 +205,8 @@ def test_consultation(platform, demo_zip):
         thread = c.get(comments, headers=h(user)).json()
         assert [(t["id"], t["parent_id"]) for t in thread] == [(first["id"], None), (reply["id"], first["id"])]
     assert c.post(comments, json={"body": "   "}, headers=h("rad")).status_code == 422
+    rtl = c.post(comments, json={"body": "agree \u202etxet desrever\u202c ok"}, headers=h("rad")).json()
+    assert rtl["body"] == "agree txet desrever ok"          # no bidi overrides that reorder the thread
     assert c.post(comments, json={"body": "x" * 5001}, headers=h("rad")).status_code == 422
     assert c.post(comments, json={"body": "x", "parent_id": 999999}, headers=h("rad")).status_code == 422
     assert c.post(comments, json={"body": "x"}, headers=h("clin_b")).status_code == 404
@@ -221,7 +223,7 @@ def test_consultation(platform, demo_zip):
     assert c.delete(f"{shares}/{rb_id}", headers=h("rad")).status_code == 404
 
     done = actions(platform, sid)
-    assert done.count("comment.create") == 2 and "study.share" in done and "study.unshare" in done
+    assert done.count("comment.create") == 3 and "study.share" in done and "study.unshare" in done
 
 
 def test_share_page_escapes_and_404(sqlite_platform, demo_zip):

@@ -10,6 +10,8 @@ thread is part of the record; every post is audited).
 
 from __future__ import annotations
 
+import re
+
 from fastapi import HTTPException
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -20,6 +22,8 @@ from pulmo.web.services import audit
 from pulmo.web.services.reports import clean_text
 
 MAX_COMMENT = 5000
+#: Bidirectional embedding, override and isolate controls: a comment could reorder what others see.
+BIDI_CONTROLS = re.compile("[\u202a-\u202e\u2066-\u2069]")
 MAX_COMMENTS = 2000  # per study: a runaway script cannot fill the database through one study
 _SHARE_LOCK = 7_300_000_000  # advisory lock keys of sharing a study: this + the study's id
 
@@ -73,7 +77,7 @@ def comments(session: Session, study: Study) -> list[Comment]:
 
 def post(session: Session, study: Study, author: User, body: str, parent_id: int | None = None,
          address: str = "") -> Comment:
-    text = clean_text(body or "").strip()
+    text = BIDI_CONTROLS.sub("", clean_text(body or "")).strip()
     if not text:
         raise HTTPException(422, "a comment needs some text")
     if len(text) > MAX_COMMENT:
