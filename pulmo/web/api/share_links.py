@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
 from pulmo.web.app import Principal, client_address, db, localised, principal
-from pulmo.web.models import ShareLink, Study
+from pulmo.web.models import ShareLink, Study, utcnow
 from pulmo.web.pages import language
 from pulmo.web.services import access, audit, reports, share_links, viewer
 
@@ -112,7 +112,7 @@ def give_pin(token: str, request: Request, body: PinIn, session: Session = Depen
 
 
 def set_unlock_cookie(request: Request, response: Response, link: ShareLink) -> None:
-    left = max(60, int((link.expires_at - link.created_at).total_seconds()))
+    left = max(60, int((link.expires_at - utcnow()).total_seconds()))   # no longer than the link lives
     response.set_cookie(share_links.cookie_name(link), share_links.unlock_value(link), httponly=True, samesite="lax",
                         secure=request.app.state.settings.secure_cookies, max_age=left)
 
